@@ -1,0 +1,47 @@
+# The two commands: `make demo` and `make test`. Both build their own virtual environment.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: demo test check lint typecheck unit bench browser clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[bench]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+# Chromium comes from Debian (a browser download does not work here); Playwright drives it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
+
+demo: $(STAMP)
+	$(BIN)/libhub demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck
+
+test: check browser
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/feeds_poll.py
+	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/digest.py
+	$(BIN)/python bench/bot_latency.py
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,73 @@
+"""The one exception tree of the service.
+
+Every error that reaches a person (CLI, log, web page, Matrix reply) is a `LibhubError`
+with a message that says what happened and what to do next. Library errors are
+translated at the boundary (``raise MatrixUnavailable(...) from e``); the feeds library
+keeps its own root (`feeds.errors.FeedError`) because it must not import the service.
+"""
+
+from __future__ import annotations
+
+
+class LibhubError(Exception):
+    """Root of every error libhub raises on purpose."""
+
+
+class ConfigError(LibhubError, ValueError):
+    """The configuration file is missing, unreadable or invalid.
+
+    ``path`` is the key path (``feeds[2].kind``) so the message can point at the line
+    a coordinator has to fix.
+    """
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class StorageError(LibhubError):
+    """The database cannot be opened, migrated or written."""
+
+
+class DatabaseTooNew(StorageError):
+    """The database was written by a newer libhub; running old code on it would corrupt it."""
+
+
+class MatrixError(LibhubError):
+    """A Matrix request failed. ``transient`` says whether retrying can help."""
+
+    transient = True
+
+    def __init__(self, message: str, *, errcode: str | None = None) -> None:
+        self.errcode = errcode
+        super().__init__(message)
+
+
+class MatrixUnavailable(MatrixError):
+    """The homeserver cannot be reached or answered with a server error."""
+
+
+class MatrixRateLimited(MatrixError):
+    """``M_LIMIT_EXCEEDED``: wait ``retry_after`` seconds before sending again."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, errcode="M_LIMIT_EXCEEDED")
+
+
+class MatrixPermanent(MatrixError):
+    """Forbidden, unknown room, bad request: retrying the same request cannot succeed."""
+
+    transient = False
+
+
+class MatrixAuthError(MatrixPermanent):
+    """Login failed or the access token was rejected."""
+
+
+class DeliveryError(LibhubError):
+    """A channel (apprise, SMTP) refused or failed a message."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        self.transient = transient
+        super().__init__(message)

@@ -1,0 +1,38 @@
+"""All of libhub's SQL: the one package that talks to the database.
+
+`Storage` composes the domain stores (state, feeds and items, outbox) over one
+connection; other modules get typed records from it and never see a row or a cursor.
+"""
+
+from __future__ import annotations
+
+from network.storage.base import SCHEMA_VERSION, Database, from_iso, now_iso
+from network.storage.cases import CaseStore
+from network.storage.cohorts import CommunityStore
+from network.storage.digest_runs import DigestRunStore
+from network.storage.feeds import FeedStore
+from network.storage.outbox import OutboxStore
+from network.storage.records import FeedState, Item, ItemInput, OutboxRow, StoreResult, Target
+from network.storage.state import StateStore
+from network.storage.subscribers import SubscriberStore
+
+
+class Storage(
+    StateStore, FeedStore, OutboxStore, CommunityStore, CaseStore, SubscriberStore, DigestRunStore
+):
+    """The database of one libhub instance. Open with ``await Storage.open(path)``."""
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Database",
+    "FeedState",
+    "Item",
+    "ItemInput",
+    "OutboxRow",
+    "Storage",
+    "StoreResult",
+    "Target",
+    "from_iso",
+    "now_iso",
+]

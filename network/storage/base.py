@@ -1,0 +1,152 @@
+"""The database connection: opening, WAL, migrations and the single-writer lock.
+
+One aiosqlite connection per process; every statement runs under one asyncio lock so
+a transaction of one coroutine never interleaves with another's statements. Migrations
+are the numbered ``migrations/NNNN_*.sql`` files, applied in order inside one
+transaction each, with ``PRAGMA user_version`` recording the schema version; a database
+written by a newer libhub is refused rather than damaged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Self
+
+import aiosqlite
+
+from network.errors import DatabaseTooNew, StorageError
+
+log = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x4C494248  # "LIBH": marks the file as ours
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migration file, in order."""
+    found: list[tuple[int, str, str]] = []
+    folder = resources.files("network.storage").joinpath("migrations")
+    for entry in folder.iterdir():
+        m = re.match(r"^(\d{4})_(.+)\.sql$", entry.name)
+        if m:
+            found.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise StorageError(f"two migrations share a number: {versions}")
+    return found
+
+
+SCHEMA_VERSION = migrations()[-1][0]
+
+
+def now_iso(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
+
+
+def from_iso(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class Database:
+    """The connection and its lock. Domain classes in this package use it."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str, *, target_version: int | None = None) -> Self:
+        p = Path(path)
+        if str(p) != ":memory:":
+            p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await aiosqlite.connect(p, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open database {p}: {e}") from e
+        conn.row_factory = aiosqlite.Row
+        db = cls(conn, p)
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            await conn.execute("PRAGMA busy_timeout=5000")
+            await db._migrate(SCHEMA_VERSION if target_version is None else target_version)
+        except BaseException:
+            await conn.close()
+            raise
+        return db
+
+    async def _migrate(self, target: int) -> None:
+        async with self._conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise DatabaseTooNew(
+                f"database {self.path} has schema version {current}, but this libhub knows "
+                f"only up to {SCHEMA_VERSION}: upgrade libhub, or restore a backup"
+            )
+        for version, name, sql in migrations():
+            if version <= current or version > target:
+                continue
+            log.info("migrating database to version %d (%s)", version, name)
+            try:
+                # executescript commits first, so wrap the whole step in one transaction.
+                await self._conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={version};\n"
+                    f"PRAGMA application_id={APPLICATION_ID};\nCOMMIT;"
+                )
+            except sqlite3.Error as e:
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                raise StorageError(f"migration {version} ({name}) failed: {e}") from e
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def schema_version(self) -> int:
+        row = await self.fetchone("PRAGMA user_version")
+        return int(row[0]) if row else 0
+
+    # The helpers below are for this package's domain modules only.
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Hold the lock and one write transaction; commit on success, roll back on error."""
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            else:
+                await self._conn.execute("COMMIT")
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """One statement in its own transaction; returns the number of rows changed."""
+        async with self._lock:
+            try:
+                cur = await self._conn.execute(sql, tuple(params))
+            except sqlite3.Error as e:
+                raise StorageError(f"database write failed: {e}") from e
+            count = cur.rowcount
+            await cur.close()
+            return int(count)
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._lock:
+            async with self._conn.execute(sql, tuple(params)) as cur:
+                return list(await cur.fetchall())
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        async with self._lock:
+            async with self._conn.execute(sql, tuple(params)) as cur:
+                return await cur.fetchone()

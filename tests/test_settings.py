@@ -1,0 +1,194 @@
+"""Settings: valid and invalid files, exact error texts, exit status 2, example in sync."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+import tomllib
+import typing
+from pathlib import Path
+
+import pytest
+
+from network.errors import ConfigError
+from network.settings import Settings, parse_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+MINIMAL = """
+[matrix]
+homeserver = "http://127.0.0.1:8008"
+user_id = "@libhub:localhost"
+password_env = "PW"
+"""
+
+
+def test_minimal_file_gets_documented_defaults() -> None:
+    s = parse_settings(MINIMAL)
+    assert s.database.path == "var/libhub.db"
+    assert s.polling.default_interval.total_seconds() == 1800
+    assert s.feeds == () and s.channels == {}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            '[[feeds]]\nid = "a"\nurl = "http://x/f.xml"\nkind = "blog"\n',
+            "feeds[0].kind: expected one of 'news', 'webinar', 'cohort-update', got 'blog'",
+        ),
+        ('[databse]\npath = "x"\n', "databse: unknown key (expected one of: "),
+        ('[database]\npth = "x"\n', "database.pth: unknown key (expected one of: path)"),
+        ('[[feeds]]\nid = "a"\n', "feeds[0].url: missing required key, expected a string"),
+        (
+            '[[feeds]]\nid = "a"\nurl = "http://x"\ninterval = "often"\n',
+            'feeds[0].interval: expected a duration like "90s", "15m", "1h30m" or "2d", got \'often\'',
+        ),
+        (
+            '[[feeds]]\nid = "a"\nurl = "http://x"\nrooms = "#r:x"\n',
+            "feeds[0].rooms: expected a list of strings, got a string '#r:x'",
+        ),
+        (
+            '[[feeds]]\nid = "a"\nurl = "http://x"\nrooms = ["general"]\n',
+            "feeds[0].rooms[0]: 'general' is not a room: expected '#alias:server' or '!roomid:server'",
+        ),
+        (
+            '[[feeds]]\nid = "a"\nurl = "http://x"\nchannels = ["social"]\n',
+            "feeds[0].channels[0]: unknown channel 'social': define it as [channels.social]",
+        ),
+        (
+            '[[feeds]]\nid = "a"\nurl = "http://x"\n[[feeds]]\nid = "a"\nurl = "http://y"\n',
+            "feeds[1].id: duplicate feed id 'a'",
+        ),
+        (
+            '[web]\nlisten = "8080"\n',
+            "web.listen: expected 'host:port' like '127.0.0.1:8080', got '8080'",
+        ),
+        (
+            '[network]\ntimezone = "Mars/Base"\n',
+            "network.timezone: unknown time zone 'Mars/Base': use an IANA name like 'America/Chicago'",
+        ),
+        (
+            '[polling]\nconcurrency = "many"\n',
+            "polling.concurrency: expected an integer, got a string 'many'",
+        ),
+        (
+            "[polling]\nconcurrency = true\n",
+            "polling.concurrency: expected an integer, got a boolean True",
+        ),
+        (
+            '[channels.social]\nurls = ["json://${NOT_SET_ANYWHERE}@h"]\n',
+            "channels.social.urls[0]: environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        (
+            '[email]\nsmtp_url = "mail.example.org"\n',
+            "email.smtp_url: expected smtp://host:port, smtps://host:port or smtp+starttls://host:port",
+        ),
+        ('[[routes]]\nkinds = ["news"]\n', "routes[0]: a route needs rooms or channels to send to"),
+    ],
+)
+def test_invalid_files_name_the_key_path(extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_settings(MINIMAL + extra, env={})
+    assert str(e.value).startswith(message)
+
+
+def test_matrix_needs_a_secret_source() -> None:
+    with pytest.raises(ConfigError, match=r"^matrix: set password_env or access_token_env"):
+        parse_settings('[matrix]\nhomeserver = "http://h"\nuser_id = "@a:h"\n')
+
+
+def test_missing_matrix_table() -> None:
+    with pytest.raises(ConfigError, match=r"^matrix: missing required key, expected a table"):
+        parse_settings("")
+
+
+def test_not_toml() -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_settings("[matrix\n")
+
+
+def test_env_placeholders_fill_channel_urls() -> None:
+    s = parse_settings(
+        MINIMAL + '[channels.social]\nurls = ["json://${TOKEN}@h/"]\n', env={"TOKEN": "t0k"}
+    )
+    assert s.channels["social"].urls == ("json://t0k@h/",)
+
+
+def _keys(cls: type, prefix: str = "") -> set[str]:
+    """Every key path the settings model accepts (lists and tables collapsed)."""
+    out: set[str] = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "base_dir":
+            continue
+        key = f.name.rstrip("_")
+        path = f"{prefix}{key}"
+        out.add(path)
+        tp = hints[f.name]
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        inner = args[0] if origin is tuple else args[1] if origin is dict else tp
+        if dataclasses.is_dataclass(inner):
+            out |= _keys(inner, f"{path}.")  # type: ignore[arg-type]
+    return out
+
+
+def _doc_keys(data: dict, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for k, v in data.items():
+        if prefix == "channels.":  # channel names are the user's, not keys
+            out |= {f"channels.{key}" for key in v}
+            continue
+        path = f"{prefix}{k}"
+        out.add(path)
+        if isinstance(v, dict):
+            out |= _doc_keys(v, f"{path}.")
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for entry in v:
+                out |= _doc_keys(entry, f"{path}.")
+    return out
+
+
+def test_example_documents_every_key() -> None:
+    text = (REPO / "config" / "example.toml").read_text()
+    data = tomllib.loads(text)
+    assert _keys(Settings) == _doc_keys(data)
+    # and every key has a comment above it somewhere in the file
+    parse_settings(text, env={"MASTODON_TOKEN": "x"})
+
+
+def test_demo_config_is_valid() -> None:
+    parse_settings((REPO / "config" / "demo.toml").read_text())
+
+
+def test_check_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MINIMAL + '[[feeds]]\nid = "a"\nurl = "http://x"\nkind = "blog"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "network.cli", "check-config", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "libhub: config error: feeds[0].kind: expected one of 'news', 'webinar', "
+        "'cohort-update', got 'blog'"
+    ]
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "network.cli", "check-config", "-c", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2
+    assert re.search(r"does not exist: copy config/example.toml", proc.stderr)
