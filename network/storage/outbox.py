@@ -1,0 +1,296 @@
+"""The delivery outbox: claiming due rows, recording results, retrying failures.
+
+Row life: ``pending`` -> ``sent`` (with the event id for Matrix) | ``skipped`` (delivered
+inside another row's grouped message, or an edit made pointless) | ``failed`` (will not
+succeed without a person: forbidden, unknown room, invalid channel URL). For a sent
+Matrix post, ``item_version`` records the item version the room shows, so an edit is
+sent only when the item has moved on since.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from network.storage.base import Database, now_iso
+from network.storage.records import OutboxRow
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One delivered Matrix message: its row, and the rows it delivered too (a group)."""
+
+    row_id: int
+    event_id: str | None
+    # The item version the message shows; None keeps the row's own (unknown content).
+    shown_version: int | None = None
+    folded: tuple[int, ...] = ()
+    # Set for an edit: the post row whose shown version becomes ``shown_version``.
+    post_row_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Posted:
+    """An item's original post in one room, as an edit of it needs to know it."""
+
+    row_id: int
+    status: str
+    event_id: str | None
+    shown_version: int
+    grouped: bool
+    next_attempt: datetime
+
+
+def _marks(ids: Sequence[object]) -> str:
+    return ",".join("?" * len(ids))
+
+
+class OutboxStore(Database):
+    async def claim_due(
+        self,
+        now: datetime,
+        *,
+        limit: int = 100,
+        lease: timedelta = timedelta(minutes=2),
+        per_target: int | None = None,
+    ) -> list[OutboxRow]:
+        """Take up to ``limit`` due rows, leasing them so no other worker takes them too.
+
+        ``per_target`` caps the rows of one room or URL, so a long backlog in one room
+        does not starve the others. A worker that dies keeps its lease until it runs out
+        (or until the next start calls `release_leases`); the row is then due again and
+        is re-sent with the same transaction id, which the homeserver deduplicates.
+        """
+        stamp = now_iso(now)
+        if per_target is None:
+            sql = (
+                "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt <= ? "
+                "ORDER BY id LIMIT ?"
+            )
+            params: tuple[object, ...] = (stamp, limit)
+        else:
+            sql = (
+                "SELECT * FROM (SELECT *, ROW_NUMBER() OVER "
+                "(PARTITION BY target_type, target ORDER BY id) AS lane_rank "
+                "FROM outbox WHERE status = 'pending' AND next_attempt <= ?) "
+                "WHERE lane_rank <= ? ORDER BY id LIMIT ?"
+            )
+            params = (stamp, per_target, limit)
+        async with self.transaction() as conn:
+            async with conn.execute(sql, params) as cur:
+                rows = [OutboxRow.from_row(r) for r in await cur.fetchall()]
+            if rows:
+                await conn.execute(
+                    f"UPDATE outbox SET next_attempt = ?, attempts = attempts + 1 "
+                    f"WHERE id IN ({_marks(rows)})",
+                    (now_iso(now + lease), *(r.id for r in rows)),
+                )
+        return rows
+
+    async def release_leases(self, now: datetime, *, lease: timedelta) -> int:
+        """Make rows leased by a process that died due now (call once at start).
+
+        Only one delivery process runs per database, so every lease still running at start
+        is a dead one. A row waiting out a shorter backoff is retried early, harmlessly.
+        """
+        return await self.execute(
+            "UPDATE outbox SET next_attempt = ? WHERE status = 'pending' "
+            "AND next_attempt > ? AND next_attempt <= ?",
+            (now_iso(now), now_iso(now), now_iso(now + lease)),
+        )
+
+    async def release(
+        self, row_ids: Sequence[int], *, next_attempt: datetime, untried: Sequence[int] = ()
+    ) -> None:
+        """Reschedule rows; ``untried`` ones were claimed but not sent: no attempt counted."""
+        if not row_ids:
+            return
+        stamp = now_iso(next_attempt)
+        async with self.transaction() as conn:
+            await conn.execute(
+                f"UPDATE outbox SET next_attempt = ? WHERE status = 'pending' "
+                f"AND id IN ({_marks(row_ids)})",
+                (stamp, *row_ids),
+            )
+            if untried:
+                await conn.execute(
+                    f"UPDATE outbox SET attempts = MAX(attempts - 1, 0) WHERE status = 'pending' "
+                    f"AND id IN ({_marks(untried)})",
+                    tuple(untried),
+                )
+
+    async def mark_sent(
+        self,
+        row_id: int,
+        *,
+        event_id: str | None,
+        now: datetime,
+        shown_version: int | None = None,
+    ) -> None:
+        await self.record_sent([Sent(row_id, event_id, shown_version)], now=now)
+
+    async def record_sent(self, done: Sequence[Sent], *, now: datetime) -> None:
+        """Record several delivered messages in one transaction (one disk sync, not many)."""
+        if not done:
+            return
+        stamp = now_iso(now)
+        async with self.transaction() as conn:
+            await conn.executemany(
+                "UPDATE outbox SET status = 'sent', event_id = ?, sent_at = ?, last_error = NULL, "
+                "item_version = COALESCE(?, item_version) WHERE id = ?",
+                [
+                    (d.event_id, stamp, None if d.post_row_id else d.shown_version, d.row_id)
+                    for d in done
+                ],
+            )
+            folded = [
+                (d.event_id, f"delivered in grouped message {d.event_id}", stamp, f)
+                for d in done
+                for f in d.folded
+            ]
+            if folded:
+                await conn.executemany(
+                    "UPDATE outbox SET status = 'skipped', event_id = ?, last_error = ?, "
+                    "sent_at = ? WHERE id = ? AND status = 'pending'",
+                    folded,
+                )
+            edits = [(d.shown_version, d.post_row_id) for d in done if d.post_row_id]
+            edits = [(v, p) for v, p in edits if v is not None]
+            if edits:
+                await conn.executemany(
+                    "UPDATE outbox SET item_version = MAX(item_version, ?) WHERE id = ?", edits
+                )
+
+    async def mark_retry(self, row_id: int, *, error: str, next_attempt: datetime) -> None:
+        await self.mark_retry_many([row_id], error=error, next_attempt=next_attempt)
+
+    async def mark_retry_many(
+        self, row_ids: Sequence[int], *, error: str, next_attempt: datetime
+    ) -> None:
+        if not row_ids:
+            return
+        await self.execute(
+            f"UPDATE outbox SET last_error = ?, next_attempt = ? "
+            f"WHERE status = 'pending' AND id IN ({_marks(row_ids)})",
+            (error, now_iso(next_attempt), *row_ids),
+        )
+
+    async def mark_failed(self, row_id: int, *, error: str) -> None:
+        await self.mark_failed_many([row_id], error=error)
+
+    async def mark_failed_many(self, row_ids: Sequence[int], *, error: str) -> None:
+        if not row_ids:
+            return
+        await self.execute(
+            f"UPDATE outbox SET status = 'failed', last_error = ? "
+            f"WHERE status = 'pending' AND id IN ({_marks(row_ids)})",
+            (error, *row_ids),
+        )
+
+    async def mark_skipped(
+        self, row_ids: Sequence[int], *, reason: str, event_id: str | None = None
+    ) -> None:
+        """Rows that need no message of their own (folded into a group, pointless edits)."""
+        if not row_ids:
+            return
+        await self.execute(
+            f"UPDATE outbox SET status = 'skipped', last_error = ?, "
+            f"event_id = COALESCE(?, event_id) WHERE id IN ({_marks(row_ids)})",
+            (reason, event_id, *row_ids),
+        )
+
+    async def poll_sizes(
+        self, target_type: str, target: str, created: Sequence[datetime]
+    ) -> dict[datetime, int]:
+        """How many post rows each of these polls created for one target."""
+        if not created:
+            return {}
+        stamps = [now_iso(c) for c in created]
+        rows = await self.fetchall(
+            f"SELECT created_at, COUNT(*) AS n FROM outbox WHERE target_type = ? AND target = ? "
+            f"AND action = 'post' AND created_at IN ({_marks(stamps)}) GROUP BY created_at",
+            (target_type, target, *stamps),
+        )
+        return {datetime.fromisoformat(r["created_at"]): int(r["n"]) for r in rows}
+
+    async def poll_rows(
+        self, target_type: str, target: str, created_at: datetime
+    ) -> list[OutboxRow]:
+        """Every post row one poll created for one target, in id order, whatever its status.
+
+        A burst is grouped by this set, which never changes once written: the grouping of
+        a retry is the grouping of the first attempt, with the same transaction id.
+        """
+        rows = await self.fetchall(
+            "SELECT * FROM outbox WHERE target_type = ? AND target = ? AND created_at = ? "
+            "AND action = 'post' ORDER BY id",
+            (target_type, target, now_iso(created_at)),
+        )
+        return [OutboxRow.from_row(r) for r in rows]
+
+    async def original_post(self, item_id: int, target_type: str, target: str) -> Posted | None:
+        """The post row of an item in one room (what an edit of it replaces)."""
+        row = await self.fetchone(
+            "SELECT id, status, event_id, item_version, next_attempt FROM outbox "
+            "WHERE item_id = ? AND target_type = ? AND target = ? AND action = 'post'",
+            (item_id, target_type, target),
+        )
+        if row is None:
+            return None
+        event_id = str(row["event_id"]) if row["event_id"] else None
+        grouped = row["status"] == "skipped"
+        if event_id and not grouped:
+            # The head of a grouped message shares its event with the rows it folded in.
+            other = await self.fetchone(
+                "SELECT 1 FROM outbox WHERE status = 'skipped' AND event_id = ? LIMIT 1",
+                (event_id,),
+            )
+            grouped = other is not None
+        return Posted(
+            row_id=int(row["id"]),
+            status=str(row["status"]),
+            event_id=event_id,
+            shown_version=int(row["item_version"]),
+            grouped=grouped,
+            next_attempt=datetime.fromisoformat(row["next_attempt"]),
+        )
+
+    async def retry_failed(self, now: datetime, row_id: int | None = None) -> int:
+        """Put failed rows back in the queue (a coordinator fixed the cause)."""
+        if row_id is None:
+            return await self.execute(
+                "UPDATE outbox SET status = 'pending', next_attempt = ?, attempts = 0 "
+                "WHERE status = 'failed'",
+                (now_iso(now),),
+            )
+        return await self.execute(
+            "UPDATE outbox SET status = 'pending', next_attempt = ?, attempts = 0 "
+            "WHERE status = 'failed' AND id = ?",
+            (now_iso(now), row_id),
+        )
+
+    async def outbox_counts(self) -> dict[str, int]:
+        rows = await self.fetchall("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")
+        counts = {"pending": 0, "sent": 0, "failed": 0, "skipped": 0}
+        counts.update({str(r["status"]): int(r["n"]) for r in rows})
+        return counts
+
+    async def failed_rows(self, limit: int = 50) -> list[OutboxRow]:
+        rows = await self.fetchall(
+            "SELECT * FROM outbox WHERE status = 'failed' ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [OutboxRow.from_row(r) for r in rows]
+
+    async def posted_event(self, item_id: int, target_type: str, target: str) -> str | None:
+        """The event id of an item's original post in a room (what an edit replaces)."""
+        row = await self.fetchone(
+            "SELECT event_id FROM outbox WHERE item_id = ? AND target_type = ? AND target = ? "
+            "AND action = 'post' AND status = 'sent'",
+            (item_id, target_type, target),
+        )
+        return str(row["event_id"]) if row and row["event_id"] else None
+
+    async def next_due(self) -> datetime | None:
+        row = await self.fetchone("SELECT MIN(next_attempt) FROM outbox WHERE status = 'pending'")
+        return datetime.fromisoformat(row[0]) if row and row[0] else None

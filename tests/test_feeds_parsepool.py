@@ -1,0 +1,80 @@
+"""Parsing in worker processes: same results as in-process parsing, errors that survive the
+trip between processes, and a pool that recovers from a killed worker or a shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from feeds.errors import NotAFeedError
+from feeds.parse import parse_concurrency, parse_feed
+from feeds.parsepool import parse_feed_in_process, parse_pool_pids, shutdown_parse_pool
+
+DATA = Path(__file__).parent / "data" / "feeds"
+RSS = "rss2_guardian-us-news_55-items_media-content_dc-date.xml"
+ATOM = "atom_intertwingly-sam-ruby_relative-hrefs_leading-newline.xml"
+PLAIN = (
+    b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Branch news'
+    b"</title><link>/news</link><item><title>Makerspace opens</title><link>/m/1</link>"
+    b"<description>&lt;p&gt;See &lt;a href='/m'&gt;the room&lt;/a&gt;&lt;/p&gt;</description>"
+    b"<pubDate>Mon, 23 Nov 2026 08:00:00 GMT</pubDate></item></channel></rss>"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "url"),
+    [
+        ((DATA / RSS).read_bytes(), "https://www.theguardian.com/us-news/rss"),
+        ((DATA / ATOM).read_bytes(), "http://intertwingly.net/blog/index.atom"),
+        (PLAIN, "https://lib.example.org/feed.xml"),
+    ],
+    ids=["rss", "atom", "plain-rss-fast-path"],
+)
+async def test_worker_parses_exactly_like_the_caller(body: bytes, url: str) -> None:
+    headers = {"content-type": "application/rss+xml"}
+    assert await parse_feed_in_process(body, url=url, headers=headers) == parse_feed(
+        body, url=url, headers=headers
+    )
+    assert len(parse_pool_pids()) == parse_concurrency()
+    assert os.getpid() not in parse_pool_pids()
+
+
+async def test_errors_cross_the_process_boundary_intact() -> None:
+    page = b"<!DOCTYPE html><html><body>Moved</body></html>"
+    with pytest.raises(NotAFeedError) as caught:
+        await parse_feed_in_process(page, url="https://lib.example.org/gone")
+    assert caught.value.url == "https://lib.example.org/gone"
+    assert str(caught.value) == (
+        "not a feed: the server returned an HTML page (https://lib.example.org/gone)"
+    )
+
+
+async def test_a_killed_worker_is_replaced() -> None:
+    url = "https://lib.example.org/feed.xml"
+    expected = parse_feed(PLAIN, url=url)
+    assert await parse_feed_in_process(PLAIN, url=url) == expected
+    victim = parse_pool_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    # The pool notices the death on its own; until then documents may still go to the other
+    # worker. Either way every parse succeeds, and the broken pool is replaced.
+    for _ in range(200):
+        assert await parse_feed_in_process(PLAIN, url=url) == expected
+        if victim not in parse_pool_pids():
+            break
+        await asyncio.sleep(0.02)
+    assert victim not in parse_pool_pids()
+    assert len(parse_pool_pids()) == parse_concurrency()
+
+
+async def test_shutdown_stops_workers_and_the_next_parse_starts_new_ones() -> None:
+    url = "https://lib.example.org/feed.xml"
+    await parse_feed_in_process(PLAIN, url=url)
+    before = parse_pool_pids()
+    shutdown_parse_pool()
+    assert parse_pool_pids() == []
+    assert await parse_feed_in_process(PLAIN, url=url) == parse_feed(PLAIN, url=url)
+    assert set(parse_pool_pids()).isdisjoint(before)
