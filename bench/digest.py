@@ -1,0 +1,292 @@
+"""One daily digest round for 10,000 subscribers, next to a plain smtplib loop (the limit).
+
+Run: ``.venv/bin/python bench/digest.py`` (options: ``--subscribers 10000``, ``--items 50``,
+``--connections 4``).
+
+Both sides send to the same local SMTP server: aiosmtpd in its own process with a handler
+that only counts messages and bytes (no parsing, no storage), so the server is not what
+is measured.
+
+- limit: the messages rendered beforehand (one per distinct content) and sent by
+  ``smtplib.SMTP.sendmail`` in a loop over one reused connection, in a thread.
+- libhub: the real path. 10,000 confirmed daily subscribers (four topic combinations)
+  and 50 new items (webinars, news, cohort updates) in a fresh SQLite database; at 08:05
+  local time the runner plans the round (one claimed run per subscriber), renders each
+  digest (shared renders, per-person links and tokens), builds each message with its
+  List-Unsubscribe headers and sends it over ``email.max_connections`` reused aiosmtplib
+  connections, marking every run sent as the server accepts it.
+
+The limit runs before and after libhub and its two rates are averaged, so a change in the
+machine's load during the run hits both alike. Prints time, messages per second, the
+ratio (target >= 0.5) and the process's peak memory (ru_maxrss; target < 250 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email.policy
+import multiprocessing as mp
+import os
+import resource
+import smtplib
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from network.devserver import free_port  # noqa: E402
+
+TOPIC_SETS = [
+    ("kind:webinar", "kind:news", "kind:cohort-update"),
+    ("kind:webinar",),
+    ("kind:news", "cohort:smart-spaces"),
+    ("feed:news", "kind:webinar"),
+]
+SUMMARY = (
+    "<p>The network's {n}th update: <b>twelve branches</b> now lend hotspots and laptops, "
+    "with evening help sessions run by teen volunteers. Read how <a href='https://"
+    "libraries.example.org/x'>Ignacio Community Library</a> planned the rollout, trained "
+    "staff and measured use over the first three months.</p><p>Templates for the lending "
+    "agreement and the volunteer schedule are in the toolbox.</p>"
+)
+
+
+# -- the SMTP server (its own process) -----------------------------------------------------
+
+
+class _Counter:
+    def __init__(self, count: Synchronized[int], size: Synchronized[int]) -> None:
+        self.count = count
+        self.size = size
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.count.get_lock():
+            self.count.value += 1
+        with self.size.get_lock():
+            self.size.value += len(envelope.content)
+        return "250 OK"
+
+
+def _serve(port: int, count: Synchronized[int], size: Synchronized[int], ready: Any) -> None:
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(_Counter(count, size), hostname="127.0.0.1", port=port)
+    controller.start()
+    ready.set()
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        controller.stop()
+
+
+# -- the limit -----------------------------------------------------------------------------
+
+
+def smtplib_loop(port: int, messages: list[bytes], n: int) -> float:
+    """Seconds to send ``n`` messages (cycling through ``messages``) over one connection."""
+    start = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="bench.localdomain") as smtp:
+        for i in range(n):
+            smtp.sendmail(
+                "news@prairie.example.org", [f"reader{i}@example.org"], messages[i % len(messages)]
+            )
+    return time.perf_counter() - start
+
+
+# -- libhub --------------------------------------------------------------------------------
+
+
+def _config(tmp: Path, port: int, connections: int) -> str:
+    return f"""
+[network]
+name = "Prairie Libraries"
+timezone = "America/Chicago"
+[database]
+path = "{tmp / "bench.db"}"
+[matrix]
+homeserver = "http://127.0.0.1:9"
+user_id = "@libhub:localhost"
+password_env = "UNUSED"
+[web]
+public_url = "https://libhub.prairie.example.org"
+secret_env = "LIBHUB_BENCH_SECRET"
+[email]
+smtp_url = "smtp://127.0.0.1:{port}"
+from = "Prairie Libraries <news@prairie.example.org>"
+max_connections = {connections}
+messages_per_connection = 100000
+[[feeds]]
+id = "news"
+title = "Network news"
+url = "http://127.0.0.1:9/news.xml"
+[[feeds]]
+id = "webinars"
+title = "Network webinars"
+url = "http://127.0.0.1:9/webinars.xml"
+kind = "webinar"
+[[feeds]]
+id = "smart-updates"
+title = "Smart Spaces cohort"
+url = "http://127.0.0.1:9/cohort.xml"
+kind = "cohort-update"
+rooms = ["#smart-spaces:example.org"]
+[[cohorts]]
+id = "smart-spaces"
+name = "Small Libraries Create Smart Spaces"
+room = "#smart-spaces:example.org"
+"""
+
+
+async def prepare(tmp: Path, port: int, args: argparse.Namespace, now: datetime) -> Any:
+    """A service with the subscribers and items in place (not measured)."""
+    from network.app import Service
+    from network.settings import parse_settings
+    from network.storage import ItemInput
+    from network.storage.subscribers import Preferences
+    from network.topics import next_due
+
+    settings = parse_settings(_config(tmp, port, args.connections), base_dir=tmp, env={})
+    service = await Service.create(settings)
+    service.subscriptions.clock = service.digests.clock = lambda: now
+    subscribed = now - timedelta(days=1)
+    for i in range(args.subscribers):
+        prefs = Preferences(TOPIC_SETS[i % len(TOPIC_SETS)], "daily", "America/Chicago", 8)
+        await service.storage.add_subscriber(
+            address=f"reader{i}@example.org",
+            address_key=f"reader{i}@example.org",
+            channel="email",
+            prefs=prefs,
+            source="bench",
+            consent="bench",
+            now=subscribed,
+            next_due=next_due,
+        )
+    kinds = [("webinars", "webinar"), ("news", "news"), ("smart-updates", "cohort-update")]
+    for n in range(args.items):
+        feed, kind = kinds[0] if n % 5 == 0 else kinds[2] if n % 5 == 1 else kinds[1]
+        start = now + timedelta(days=1 + n % 7, hours=n % 5) if kind == "webinar" else None
+        item = ItemInput(
+            key=f"item-{n}",
+            kind=kind,
+            title=f"{'Webinar: ' if start else ''}Hotspot lending, part {n}",
+            link=f"https://libraries.example.org/items/{n}",
+            published=now - timedelta(hours=n),
+            author="Network office",
+            categories=(),
+            summary_html=SUMMARY.format(n=n),
+            enclosures=(),
+            event_start=start,
+            content_hash=f"hash-{n}",
+        )
+        stamp = now - timedelta(hours=2, minutes=n)
+        await service.storage.store_items(
+            feed, [item], targets=lambda _i: [], post=lambda _i: True,
+            edit_window=timedelta(days=1), now=stamp,
+        )  # fmt: skip
+        await service.digests.items_stored(feed, [item], stamp)
+    return service
+
+
+async def prerendered(service: Any, now: datetime) -> list[bytes]:
+    """One finished message per topic combination: what the limit sends."""
+    out = []
+    for i in range(len(TOPIC_SETS)):
+        sub = await service.storage.subscriber_by_key(f"reader{i}@example.org")
+        message = await service.digests.preview(sub)
+        from network.mail import build_message
+
+        msg = build_message(
+            sender="Prairie Libraries <news@prairie.example.org>",
+            to=sub.address,
+            subject=message.subject,
+            text=message.text,
+            html=message.html,
+            list_unsubscribe_url=service.subscriptions.links.unsubscribe(sub.id, now),
+            list_unsubscribe_mailto="mailto:news@prairie.example.org",
+            list_id="digests.prairie.example.org",
+            message_id_domain="prairie.example.org",
+            date=now,
+        )
+        out.append(msg.as_bytes(policy=email.policy.SMTP))  # CRLF, as on the wire
+    return out
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--items", type=int, default=50)
+    parser.add_argument("--connections", type=int, default=4)
+    args = parser.parse_args()
+    os.environ["LIBHUB_BENCH_SECRET"] = "bench-secret-0123456789abcdef"
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+
+    port = free_port()
+    ctx = mp.get_context("spawn")
+    count, size, ready = ctx.Value("q", 0), ctx.Value("q", 0), ctx.Event()
+    server = ctx.Process(target=_serve, args=(port, count, size, ready), daemon=True)
+    server.start()
+    ready.wait(30)
+    now = datetime(2026, 11, 23, 14, 5, tzinfo=UTC)  # 08:05 in Chicago
+    n = args.subscribers
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        print(f"preparing {n} subscribers and {args.items} items…", flush=True)
+        service = await prepare(Path(tmp_dir), port, args, now)
+        try:
+            limit_msgs = await prerendered(service, now)
+            before = rss_mb()
+            avg_size = sum(map(len, limit_msgs)) / len(limit_msgs)
+            print(f"message size ~{avg_size / 1024:.1f} KiB; process RSS {before:.0f} MB")
+
+            limit_times = [await asyncio.to_thread(smtplib_loop, port, limit_msgs, n)]
+            start_count = count.value
+            t0 = time.perf_counter()
+            planned = await service.digests.plan(now)
+            t_plan = time.perf_counter() - t0
+            report = await service.digests.send_pending()
+            ours = time.perf_counter() - t0
+            received = count.value - start_count
+            peak = rss_mb()
+            limit_times.append(await asyncio.to_thread(smtplib_loop, port, limit_msgs, n))
+            counts = await service.storage.run_counts()
+        finally:
+            await service.close()
+    server.terminate()
+    server.join(5)
+
+    limit_rate = sum(n / t for t in limit_times) / len(limit_times)
+    ours_rate = n / ours
+    ratio = ours_rate / limit_rate
+    ok = report.sent == n == received and counts["sent"] == n
+    print()
+    print(f"{'':28}{'time':>10}{'messages/s':>14}")
+    for i, t in enumerate(limit_times):
+        print(f"{'smtplib loop (limit) #' + str(i + 1):28}{t:>9.2f}s{n / t:>14.0f}")
+    print(f"{'libhub daily round':28}{ours:>9.2f}s{ours_rate:>14.0f}")
+    print()
+    print(
+        f"planned runs: {len(planned)} in {t_plan:.2f}s; sent: {report.sent}; "
+        f"server received: {received}"
+    )
+    print(f"ratio libhub / limit: {ratio:.2f} (target >= 0.5)")
+    print(f"peak memory (ru_maxrss): {peak:.0f} MB (target < 250 MB; {before:.0f} MB before)")
+    passed = ok and ratio >= 0.5 and peak < 250
+    print("PASS" if passed else "FAIL")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,228 @@
+"""The digest queue and digest runs: claiming, leasing and recording what was sent.
+
+A digest is *claimed* before it is sent: one ``digest_runs`` row per (subscriber, period)
+freezes the queue range it covers and moves the subscriber's cursor past it in the same
+transaction (compare-and-set on the cursor, so two planners never hand out one range
+twice). Sending only reads the row; a sender that dies leaves it pending, due again when
+its lease runs out (see network/digests.py for why that is the right failure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from network.storage.base import Database, from_iso, now_iso
+from network.storage.subscriber_records import (
+    Claim,
+    DigestRun,
+    QueueEntry,
+    Subscriber,
+    iso_or_none,
+)
+
+
+class DigestRunStore(Database):
+    # -- the digest queue ------------------------------------------------------------------
+
+    async def queue_new_items(self, feed_id: str, keys: Sequence[str], first_seen: datetime) -> int:
+        """Queue the items of one poll that were new at ``first_seen`` (not edits, not
+        items seen before): an item first stored by an earlier poll is never queued again."""
+        if not keys:
+            return 0
+        marks = ",".join("?" * len(keys))
+        stamp = now_iso(first_seen)
+        return await self.execute(
+            "INSERT OR IGNORE INTO digest_queue (item_id, queued_at) "
+            f"SELECT id, ? FROM items WHERE feed_id = ? AND first_seen = ? AND key IN ({marks}) "
+            "ORDER BY id",
+            (stamp, feed_id, stamp, *keys),
+        )
+
+    async def unknown_item_keys(self, feed_id: str, keys: Sequence[str]) -> set[str]:
+        """The keys of ``feed_id`` not stored yet (asked just before a poll stores them)."""
+        known: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self.fetchall(
+                f"SELECT key FROM items WHERE feed_id = ? AND key IN ({marks})", (feed_id, *chunk)
+            )
+            known.update(str(r[0]) for r in rows)
+        return set(keys) - known
+
+    async def queue_items(self, item_ids: Sequence[int], now: datetime) -> int:
+        """Queue items stored by other paths (cohort updates) for subscribers."""
+        async with self.transaction() as conn:
+            count = 0
+            for item_id in item_ids:
+                cur = await conn.execute(
+                    "INSERT OR IGNORE INTO digest_queue (item_id, queued_at) VALUES (?, ?)",
+                    (item_id, now_iso(now)),
+                )
+                count += int(cur.rowcount)
+        return count
+
+    async def queue_max_seq(self) -> int:
+        row = await self.fetchone("SELECT COALESCE(MAX(seq), 0) FROM digest_queue")
+        return int(row[0]) if row else 0
+
+    async def queue_entries(self, after: int, upto: int) -> list[QueueEntry]:
+        rows = await self.fetchall(
+            "SELECT q.seq, q.item_id, i.feed_id, i.kind FROM digest_queue q "
+            "JOIN items i ON i.id = q.item_id WHERE q.seq > ? AND q.seq <= ? ORDER BY q.seq",
+            (after, upto),
+        )
+        return [QueueEntry(int(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+    # -- planning and claiming runs ---------------------------------------------------------
+
+    async def digest_candidates(self, now: datetime, max_seq: int) -> list[Subscriber]:
+        """Active subscribers whose digest may be due, or who have unseen queue entries."""
+        rows = await self.fetchall(
+            "SELECT * FROM subscribers WHERE status = 'active' AND ("
+            "(frequency != 'immediate' AND next_due <= ?) "
+            "OR (frequency = 'immediate' AND queue_cursor < ?)) ORDER BY id",
+            (now_iso(now), max_seq),
+        )
+        return [Subscriber.from_row(r) for r in rows]
+
+    async def claim_runs(self, claims: Sequence[Claim], *, now: datetime) -> int:
+        """Apply claims in one transaction; returns how many runs were created."""
+        created = 0
+        stamp = now_iso(now)
+        async with self.transaction() as conn:
+            for c in claims:
+                cur = await conn.execute(
+                    "UPDATE subscribers SET queue_cursor = ?, "
+                    "last_period = COALESCE(?, last_period), next_due = COALESCE(?, next_due) "
+                    "WHERE id = ? AND queue_cursor = ? AND status = 'active'",
+                    (
+                        c.upto_seq,
+                        c.last_period,
+                        iso_or_none(c.next_due),
+                        c.subscriber_id,
+                        c.from_seq,
+                    ),
+                )
+                if cur.rowcount == 0 or c.period is None:
+                    continue
+                cur = await conn.execute(
+                    "INSERT OR IGNORE INTO digest_runs (subscriber_id, period, kind, frequency, "
+                    "from_seq, upto_seq, next_attempt, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        c.subscriber_id,
+                        c.period,
+                        c.kind,
+                        c.frequency,
+                        c.from_seq,
+                        c.upto_seq,
+                        stamp,
+                        stamp,
+                    ),
+                )
+                created += int(cur.rowcount)
+        return created
+
+    # -- sending runs ------------------------------------------------------------------------
+
+    async def lease_runs(
+        self, now: datetime, *, limit: int, lease: timedelta, kinds: Sequence[str] = ()
+    ) -> list[DigestRun]:
+        """Take up to ``limit`` due pending runs; nobody else takes them until ``lease``
+        runs out (a crashed sender's runs become due again then)."""
+        kind_sql = f"AND kind IN ({','.join('?' * len(kinds))})" if kinds else ""
+        async with self.transaction() as conn:
+            async with conn.execute(
+                f"SELECT * FROM digest_runs WHERE status = 'pending' AND next_attempt <= ? "
+                f"{kind_sql} ORDER BY id LIMIT ?",
+                (now_iso(now), *kinds, limit),
+            ) as cur:
+                runs = [DigestRun.from_row(r) for r in await cur.fetchall()]
+            if runs:
+                marks = ",".join("?" * len(runs))
+                await conn.execute(
+                    f"UPDATE digest_runs SET next_attempt = ?, attempts = attempts + 1 "
+                    f"WHERE id IN ({marks})",
+                    (now_iso(now + lease), *(r.id for r in runs)),
+                )
+        return runs
+
+    async def run_sent(self, run: DigestRun, *, now: datetime) -> None:
+        """Mark one run sent: a single statement (one commit), made the moment the server
+        accepted the message, so a crash can repeat at most the messages in flight."""
+        await self.execute(
+            "UPDATE digest_runs SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
+            (now_iso(now), run.id),
+        )
+
+    async def note_sent(self, subscriber_ids: Sequence[int]) -> None:
+        """Copy the latest send time of these subscribers' runs onto them (for the list and
+        status views); done once per batch, not once per message."""
+        for start in range(0, len(subscriber_ids), 500):
+            chunk = subscriber_ids[start : start + 500]
+            await self.execute(
+                "UPDATE subscribers SET last_error = NULL, last_sent_at = (SELECT MAX(sent_at) "
+                "FROM digest_runs r WHERE r.subscriber_id = subscribers.id "
+                f"AND r.status = 'sent') WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+
+    async def run_retry(self, run: DigestRun, *, error: str, next_attempt: datetime) -> None:
+        async with self.transaction() as conn:
+            await conn.execute(
+                "UPDATE digest_runs SET last_error = ?, next_attempt = ? "
+                "WHERE id = ? AND status = 'pending'",
+                (error, now_iso(next_attempt), run.id),
+            )
+            await conn.execute(
+                "UPDATE subscribers SET last_error = ? WHERE id = ?", (error, run.subscriber_id)
+            )
+
+    async def run_finished(self, run: DigestRun, *, status: str, error: str) -> None:
+        """End a run without sending it: ``failed`` (gave up) or ``dropped`` (not wanted)."""
+        if status not in ("failed", "dropped"):
+            raise ValueError(f"a run ends as failed or dropped, not {status!r}")
+        async with self.transaction() as conn:
+            await conn.execute(
+                "UPDATE digest_runs SET status = ?, last_error = ? WHERE id = ?",
+                (status, error, run.id),
+            )
+            if status == "failed":
+                await conn.execute(
+                    "UPDATE subscribers SET last_error = ? WHERE id = ?",
+                    (error, run.subscriber_id),
+                )
+
+    async def release_runs(self, run_ids: Sequence[int], *, now: datetime) -> None:
+        """Give back leased runs that were not tried (a clean stop): due again at once."""
+        if not run_ids:
+            return
+        marks = ",".join("?" * len(run_ids))
+        await self.execute(
+            f"UPDATE digest_runs SET next_attempt = ?, attempts = MAX(0, attempts - 1) "
+            f"WHERE status = 'pending' AND id IN ({marks})",
+            (now_iso(now), *run_ids),
+        )
+
+    async def runs_for(self, subscriber_id: int) -> list[DigestRun]:
+        rows = await self.fetchall(
+            "SELECT * FROM digest_runs WHERE subscriber_id = ? ORDER BY id", (subscriber_id,)
+        )
+        return [DigestRun.from_row(r) for r in rows]
+
+    async def run_counts(self) -> dict[str, int]:
+        rows = await self.fetchall("SELECT status, COUNT(*) FROM digest_runs GROUP BY status")
+        counts = {"pending": 0, "sent": 0, "failed": 0, "dropped": 0}
+        counts.update({str(r[0]): int(r[1]) for r in rows})
+        return counts
+
+    async def next_digest_work(self) -> datetime | None:
+        """When the runner has something to do next: a scheduled digest or a retry."""
+        row = await self.fetchone(
+            "SELECT MIN(t) FROM ("
+            "SELECT MIN(next_due) AS t FROM subscribers WHERE status = 'active' "
+            "AND frequency != 'immediate' "
+            "UNION ALL SELECT MIN(next_attempt) FROM digest_runs WHERE status = 'pending')"
+        )
+        return from_iso(row[0]) if row and row[0] else None
