@@ -1,0 +1,344 @@
+"""Matrix message content for the assistance bot, and reading what people wrote.
+
+Owns the shape of every message the bot sends (notices, rich replies, thread replies,
+mentions, answers with their source page) and the parsing of incoming content: the text
+without reply fallbacks, the thread and reply relations (matrix-nio does not parse them),
+mentions of the bot, commands and reactions. Pure: no I/O.
+
+Message types: answers, acknowledgements and refusals are ``m.notice`` (the spec: notices
+are never answered automatically, so bots cannot loop). Messages that must *reach* a person
+later - a team answer relayed to the asker, a new case or a reminder for the team - are
+``m.text``, because the default push rule ``.m.rule.suppress_notices`` comes before
+``.m.rule.is_user_mention``: a mention inside a notice never notifies anyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bots.knowledge import Answer, Page
+from feeds.sanitize import sanitize_html
+
+MsgType = Literal["m.notice", "m.text"]
+Text = tuple[str, str]  # (body, html)
+
+THUMBS_UP = "👍"
+THUMBS_DOWN = "👎"
+_VARIATION_AND_SKIN = re.compile("[\ufe0e\ufe0f\U0001f3fb-\U0001f3ff]")
+_COMMAND_RE = re.compile(r"^!([A-Za-z][A-Za-z0-9_-]{0,31})(?:\s+(.*))?$", re.DOTALL)
+_QUESTION_WORDS = frozenset(
+    "what how where who when why which can could should would do does did is are any "
+    "anyone anybody has have need help tips ideas advice recommend suggestions".split()
+)
+
+
+def txn(prefix: str, *parts: str) -> str:
+    """A transaction id derived from what triggered the send: the same trigger after a
+    restart gives the same id, so the homeserver returns the first event instead of a copy."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
+    return f"{prefix}-{digest}"
+
+
+def message(
+    text: str,
+    html_body: str | None = None,
+    *,
+    msgtype: MsgType = "m.notice",
+    reply_to: str | None = None,
+    thread_root: str | None = None,
+    falling_back: bool = False,
+    mentions: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Content of one message. ``thread_root`` puts it in that thread; ``reply_to`` makes it
+    a reply to that event (inside the thread, unless ``falling_back``: then it is only the
+    fallback for clients without threads)."""
+    content: dict[str, Any] = {"msgtype": msgtype, "body": text}
+    if html_body is not None:
+        content["format"] = "org.matrix.custom.html"
+        # The last point before HTML leaves libhub: everything goes through the sanitizer.
+        content["formatted_body"] = sanitize_html(html_body, keep_images=False)
+    content["m.mentions"] = {"user_ids": sorted(set(mentions))}
+    if thread_root is not None:
+        rel: dict[str, Any] = {
+            "rel_type": "m.thread",
+            "event_id": thread_root,
+            "is_falling_back": falling_back or reply_to is None,
+            "m.in_reply_to": {"event_id": reply_to or thread_root},
+        }
+        content["m.relates_to"] = rel
+    elif reply_to is not None:
+        content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+    return content
+
+
+def pill(user_id: str, name: str) -> str:
+    """An HTML mention pill (clients render it as the person's name)."""
+    href = "https://matrix.to/#/" + user_id
+    return f'<a href="{html.escape(href, quote=True)}">{html.escape(name)}</a>'
+
+
+def link(title: str, url: str | None) -> str:
+    if url:
+        return f'<a href="{html.escape(url, quote=True)}">{html.escape(title)}</a>'
+    return html.escape(title)
+
+
+def paragraphs_html(text: str) -> str:
+    """Plain text as escaped HTML paragraphs (single newlines become line breaks)."""
+    parts = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return "".join("<p>" + html.escape(p).replace("\n", "<br>") + "</p>" for p in parts)
+
+
+# -- what the bot says --------------------------------------------------------------------
+
+GREETING = (
+    "Hello! I answer questions about the Public Libraries in Smart Cities and Communities "
+    "Toolbox, with the page each answer comes from. Just ask, for example: how do we keep "
+    "Wi-Fi on after closing? If I can't help, I'll pass your question to a person from the "
+    "Need Assistance team (or send !human). !help lists everything I can do. If you wrote "
+    "before I joined, please ask again."
+)
+ENCRYPTED = (
+    "I can't read encrypted messages, so I won't see what is written in this room. Please "
+    "start a direct chat with me with encryption turned off, and I'll gladly help."
+)
+UNSURE = "I'm not sure the toolbox covers that."
+NO_QUESTION = (
+    "Tell me what you need help with after !human, for example: !human how do we fund a makerspace?"
+)
+DOWNVOTE = (
+    "Sorry that didn't help. Reply to my answer with !human and I'll ask a person from the "
+    "Need Assistance team."
+)
+
+
+# -- answers -----------------------------------------------------------------------------
+
+HINT = "React 👍 or 👎 to tell me if this helped; send !human to ask a person."
+
+
+def answer_text(answer: Answer, pages: Mapping[str, Page]) -> tuple[str, str]:
+    """(body, html) of a confident answer: the passage, its page, up to two related pages."""
+    lines = [answer.answer, ""]
+    parts = [f"<p>{html.escape(answer.answer)}</p>"]
+    if answer.title:
+        src = f"Source: {answer.title}" + (f" - {answer.url}" if answer.url else "")
+        lines.append(src)
+        parts.append(f"<p>Source: {link(answer.title, answer.url)}</p>")
+    related = [pages[s] for s in answer.related if s in pages]
+    if related:
+        lines.append(
+            "Related: "
+            + "; ".join(p.title + (f" ({p.source_url})" if p.source_url else "") for p in related)
+        )
+        parts.append(
+            "<p>Related: " + ", ".join(link(p.title, p.source_url) for p in related) + "</p>"
+        )
+    lines.append(HINT)
+    parts.append(f"<p><em>{html.escape(HINT)}</em></p>")
+    return "\n".join(lines), "".join(parts)
+
+
+# -- reading events ----------------------------------------------------------------------
+
+
+def relates_to(content: Mapping[str, Any]) -> Mapping[str, Any]:
+    rel = content.get("m.relates_to")
+    return rel if isinstance(rel, Mapping) else {}
+
+
+def thread_root_of(content: Mapping[str, Any]) -> str | None:
+    rel = relates_to(content)
+    if rel.get("rel_type") == "m.thread" and isinstance(rel.get("event_id"), str):
+        return str(rel["event_id"])
+    return None
+
+
+def reply_to_of(content: Mapping[str, Any]) -> str | None:
+    """The event this message replies to; a thread's fallback reply does not count."""
+    rel = relates_to(content)
+    if rel.get("is_falling_back") is True:
+        return None
+    reply = rel.get("m.in_reply_to")
+    if isinstance(reply, Mapping) and isinstance(reply.get("event_id"), str):
+        return str(reply["event_id"])
+    return None
+
+
+def is_edit(content: Mapping[str, Any]) -> bool:
+    return relates_to(content).get("rel_type") == "m.replace" or "m.new_content" in content
+
+
+def strip_reply_fallback(body: str) -> str:
+    """The body without the legacy ``> <@user> quoted`` lines a reply may start with."""
+    lines = body.split("\n")
+    if not lines or not lines[0].startswith("> "):
+        return body
+    i = 0
+    while i < len(lines) and lines[i].startswith(">"):
+        i += 1
+    return "\n".join(lines[i:]).strip()
+
+
+def plain_text(content: Mapping[str, Any]) -> str:
+    body = content.get("body")
+    return strip_reply_fallback(body).strip() if isinstance(body, str) else ""
+
+
+def html_of(content: Mapping[str, Any]) -> str | None:
+    """Sanitized formatted body (reply fallback dropped with ``mx-reply``), if any."""
+    if content.get("format") != "org.matrix.custom.html":
+        return None
+    raw = content.get("formatted_body")
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    return sanitize_html(raw, keep_images=False) or None
+
+
+def mentions_user(
+    content: Mapping[str, Any], text: str, user_id: str, names: Sequence[str]
+) -> bool:
+    """Whether the message addresses ``user_id``: in ``m.mentions`` or by id or name."""
+    m = content.get("m.mentions")
+    if isinstance(m, Mapping):
+        ids = m.get("user_ids")
+        if isinstance(ids, list) and user_id in ids:
+            return True
+    low = text.lower()
+    if user_id.lower() in low:
+        return True
+    return any(
+        re.search(rf"(?<![\w@]){re.escape(n.lower())}(?!\w)", low) for n in names if n.strip()
+    )
+
+
+def strip_mention(text: str, user_id: str, names: Sequence[str]) -> str:
+    """The message without the bot's id or name (and the ``:`` or ``,`` after them)."""
+    for token in [user_id, *[n for n in names if n.strip()]]:
+        text = re.sub(rf"(?<![\w@]){re.escape(token)}(?!\w)\s*[:,]?", " ", text, flags=re.I)
+    return " ".join(text.split())
+
+
+def parse_command(text: str) -> tuple[str, str] | None:
+    """("name", "args") for ``!name args``; None when the text is not a command."""
+    m = _COMMAND_RE.match(text.strip())
+    if m is None:
+        return None
+    return m.group(1).lower(), (m.group(2) or "").strip()
+
+
+def looks_like_question(text: str) -> bool:
+    """For help rooms, where people also just chat: a '?' or a question word first."""
+    if "?" in text:
+        return True
+    words = re.findall(r"[a-z']+", text.lower())
+    return bool(words) and words[0] in _QUESTION_WORDS
+
+
+def vote_of(key: str) -> Literal["up", "down"] | None:
+    """👍/👎 (any skin tone or variation selector, or +1/-1) as a vote."""
+    k = _VARIATION_AND_SKIN.sub("", key.strip())
+    if k in (THUMBS_UP, "+1", ":+1:", ":thumbsup:"):
+        return "up"
+    if k in (THUMBS_DOWN, "-1", ":-1:", ":thumbsdown:"):
+        return "down"
+    return None
+
+
+def quote_text(text: str, limit: int = 1500) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+# -- Need Assistance cases -----------------------------------------------------------------
+
+CASE_HOWTO = (
+    "Claim it with 👍 on this message or !claim in this thread. Everything you write in the "
+    "thread goes to the asker, except !note lines. Send !close when it is done."
+)
+
+
+@dataclass(frozen=True)
+class Guess:
+    """The bot's best page for a question it hands to a person."""
+
+    slug: str
+    title: str
+    url: str
+    score: float
+
+
+def case_root(name: str, asker: str, where: str, question: str, guess: Guess | None) -> Text:
+    """The team-room message that opens a case (its thread is the case)."""
+    quoted = quote_text(question)
+    if guess:
+        g_text = (
+            f"Bot's best guess: {guess.title} ({guess.url or guess.slug}), score {guess.score:.2f}"
+        )
+        g_html = f"Bot's best guess: {link(guess.title, guess.url)}, score {guess.score:.2f}"
+    else:
+        g_text = g_html = "Bot's best guess: none (the toolbox does not seem to cover it)"
+    text = f"New question from {name} ({asker}) in {where}:\n> {quoted}\n{g_text}\n{CASE_HOWTO}"
+    body = (
+        f"<p>New question from <strong>{html.escape(name)}</strong> ({html.escape(asker)}) "
+        f"in {html.escape(where)}:</p><blockquote>{paragraphs_html(quoted)}</blockquote>"
+        f"<p>{g_html}</p><p><em>{html.escape(CASE_HOWTO)}</em></p>"
+    )
+    return text, body
+
+
+def case_ack(intro: str, is_direct: bool, away: str, suggest: Guess | None) -> Text:
+    """What the asker is told when their question goes to the team."""
+    where = "here" if is_direct else "in this thread"
+    parts = [
+        f"{intro} I've passed your question to the Need Assistance team; a person will "
+        f"answer you {where}.".strip()
+    ]
+    if away:
+        parts.append(away)
+    if is_direct:
+        parts.append(
+            "Anything else you write here goes to them too (use !ask for a quick toolbox answer)."
+        )
+    text = " ".join(parts)
+    body = f"<p>{html.escape(text)}</p>"
+    if suggest:
+        text += f"\nMeanwhile, this page may help: {suggest.title}" + (
+            f" ({suggest.url})" if suggest.url else ""
+        )
+        body += f"<p>Meanwhile, this page may help: {link(suggest.title, suggest.url)}</p>"
+    return text, body
+
+
+def relayed(head: str, text: str, body_html: str | None) -> Text:
+    """A message passed on between the asker and the team, under a bold attribution."""
+    return (
+        f"{head} {text}",
+        f"<p><strong>{html.escape(head)}</strong></p>" + (body_html or paragraphs_html(text)),
+    )
+
+
+def case_email(
+    name: str, asker: str, where: str, question: str, guess: str, thread_url: str
+) -> tuple[str, str, str]:
+    """(subject, text, html) of the email to the team about a new case."""
+    subject = f"[Need Assistance] {name}: {quote_text(question, 80)}"
+    text = (
+        "A question needs a person from the Need Assistance team.\n\n"
+        f"Question: {question}\nAsked by: {name} ({asker}) in {where}\n"
+        f"Bot's best guess: {guess}\n\n"
+        f"Answer it in the case thread in the team room: {thread_url}\n{CASE_HOWTO}\n"
+    )
+    body = (
+        "<p>A question needs a person from the Need Assistance team.</p>"
+        f"<blockquote>{paragraphs_html(question)}</blockquote>"
+        f"<p>Asked by {html.escape(name)} ({html.escape(asker)}) in {html.escape(where)}."
+        f"<br>Bot's best guess: {html.escape(guess)}</p>"
+        f"<p>{link('Open the case thread', thread_url)}. {html.escape(CASE_HOWTO)}</p>"
+    )
+    return subject, text, body
