@@ -1,0 +1,166 @@
+"""``libhub demo``: the whole service on loopback with nothing installed by hand.
+
+Starts a real Synapse (network/devserver.py), a mail sink that keeps what it receives,
+an HTTP server for the sample feeds in ``config/demo-feeds/``, creates the bot and a
+demo librarian with the demo rooms, then runs the service with ``config/demo.toml``.
+Ctrl-C stops everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from rich.console import Console
+
+from network.devserver import DevHomeserver, DevUser, free_port
+from network.mailsink import MailSink
+from network.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "demo.toml"
+FEEDS_DIR = REPO / "config" / "demo-feeds"
+LIBRARIAN = ("librarian", "librarian-demo")
+DEMO_ROOMS = {
+    "announcements": "Network announcements",
+    "webinars": "Webinars",
+    "smart-spaces": "Small Libraries Create Smart Spaces",
+    "help": "Ask the toolbox bot",
+    "need-assistance": "Need Assistance team",
+    "ops": "libhub operations",
+}
+
+console = Console()
+
+
+def _port_or_free(port: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
+
+
+async def serve_feeds(port: int) -> web.AppRunner:
+    app = web.Application()
+    app.router.add_static("/", FEEDS_DIR, show_index=True)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def create_rooms(server: DevHomeserver, librarian: DevUser, bot_id: str) -> None:
+    """The librarian owns the demo rooms (public, so the bot joins by alias)."""
+    headers = {"Authorization": f"Bearer {librarian.access_token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for alias, name in DEMO_ROOMS.items():
+            full = f"#{alias}:{server.server_name}"
+            async with http.get(
+                f"{server.url}/_matrix/client/v3/directory/room/{full.replace('#', '%23')}"
+            ) as resp:
+                if resp.status == 200:
+                    continue
+            body = {
+                "room_alias_name": alias,
+                "name": name,
+                "preset": "public_chat",
+                "invite": [bot_id],
+            }
+            async with http.post(f"{server.url}/_matrix/client/v3/createRoom", json=body) as resp:
+                resp.raise_for_status()
+
+
+def demo_settings(
+    data_dir: Path, hs_url: str, smtp_port: int, feeds_port: int, web_port: int
+) -> Settings:
+    settings = load_settings(CONFIG)
+    feeds = tuple(
+        replace(f, url=f.url.replace("127.0.0.1:8090", f"127.0.0.1:{feeds_port}"))
+        for f in settings.feeds
+    )
+    return replace(
+        settings,
+        database=replace(settings.database, path=str((data_dir / "libhub.db").resolve())),
+        matrix=replace(settings.matrix, homeserver=hs_url),
+        email=replace(settings.email, smtp_url=f"smtp://127.0.0.1:{smtp_port}"),
+        web=replace(
+            settings.web,
+            listen=f"127.0.0.1:{web_port}",
+            public_url=f"http://127.0.0.1:{web_port}",
+        ),
+        feeds=feeds,
+    )
+
+
+def demo_secrets(data_dir: Path) -> tuple[str, str]:
+    """The bot's password and the link-signing secret, made once per data dir."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret_file = data_dir / "secrets"
+    if not secret_file.exists():
+        secret_file.write_text(
+            f"{secrets.token_urlsafe(16)}\n{secrets.token_urlsafe(32)}\n", encoding="utf-8"
+        )
+        secret_file.chmod(0o600)
+    bot_password, web_secret = secret_file.read_text(encoding="utf-8").split()
+    return bot_password, web_secret
+
+
+async def run_demo(data_dir: Path) -> int:
+    from network.app import Service
+
+    bot_password, web_secret = await asyncio.to_thread(demo_secrets, data_dir)
+    os.environ["LIBHUB_DEMO_BOT_PASSWORD"] = bot_password
+    os.environ.setdefault("LIBHUB_DEMO_SECRET", web_secret)
+
+    hs_port, smtp_port = _port_or_free(8008), _port_or_free(8025)
+    feeds_port, web_port = _port_or_free(8090), _port_or_free(8080)
+    with console.status("starting the local homeserver (Synapse)…"):
+        server = DevHomeserver(data_dir / "synapse", port=hs_port)
+        await server.start()
+    sink = MailSink(port=smtp_port, folder=data_dir / "mail")
+    sink.start()
+    feeds_runner = await serve_feeds(feeds_port)
+    service: Service | None = None
+    try:
+        bot = await server.register("libhub", bot_password)
+        librarian = await server.register(*LIBRARIAN, admin=True, displayname="Demo Librarian")
+        await server.lift_ratelimit(bot.user_id, librarian.access_token)
+        await create_rooms(server, librarian, bot.user_id)
+        settings = demo_settings(data_dir, server.url, smtp_port, feeds_port, web_port)
+        service = await Service.create(settings)
+        console.print(
+            f"""
+[bold]libhub demo is running[/bold]  (Ctrl-C stops everything)
+
+  Homeserver   {server.url}   (log in with any Matrix client, e.g. Element, "custom server")
+  Librarian    user [bold]{LIBRARIAN[0]}[/bold]  password [bold]{LIBRARIAN[1]}[/bold]
+  Rooms        {", ".join(f"#{a}:{server.server_name}" for a in DEMO_ROOMS)}
+  Web          {settings.web.public_url}/healthz
+  Feeds        http://127.0.0.1:{feeds_port}/
+  Mail sink    {sink.url}  (messages saved in {data_dir / "mail"})
+
+The sample items arrive in the rooms within a minute.
+"""
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(stop)
+    finally:
+        console.print("stopping…")
+        if service is not None:
+            await service.close()
+        await feeds_runner.cleanup()
+        sink.stop()
+        await server.stop()
+    return 0
