@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Synapse for the session, Matrix readers, feed publishers."""
+"""Shared fixtures: one real Synapse for the session, Matrix readers, a real SMTP server
+and a Matrix-less service for the digest and subscription tests."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from network.devserver import DevHomeserver, DevUser
+from network.mailsink import MailSink
+from tests.digestkit import SECRET, SECRET_ENV, START, Clock, DigestEnv, make_service, settings_for
 from tests.matrixkit import MatrixReader
 
 _users = itertools.count(1)
@@ -61,3 +64,27 @@ def bot_env() -> Iterator[dict[str, str]]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture
+def sink() -> Iterator[MailSink]:
+    """A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
+    s = MailSink()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+async def digest_env(
+    tmp_path: Path, sink: MailSink, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[DigestEnv]:
+    """The service of `tests.digestkit.config_text`, its clock at START, mailing `sink`."""
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    clock = Clock(START)
+    settings = settings_for(tmp_path, sink.url)
+    service = await make_service(settings, clock)
+    try:
+        yield DigestEnv(service, clock, sink, settings)
+    finally:
+        await service.close()

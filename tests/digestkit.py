@@ -11,12 +11,13 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
 from network.app import Service
 from network.devserver import free_port
+from network.mailsink import MailSink
 from network.settings import Settings, parse_settings
 from network.storage import ItemInput
 from network.storage.subscribers import Preferences, Subscriber
@@ -25,6 +26,8 @@ from network.topics import next_due, parse_address
 SECRET_ENV = "LIBHUB_TEST_DIGEST_SECRET"
 SECRET = "digest-test-secret-0123456789abcdef"
 COHORT_ROOM = "#smart-spaces:example.org"
+# Monday 23 November 2026, 06:00 in Chicago (UTC-6).
+START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -37,6 +40,16 @@ class Clock:
     def advance(self, **kw: float) -> datetime:
         self.now += timedelta(**kw)
         return self.now
+
+
+@dataclass
+class DigestEnv:
+    """A service with no Matrix connection, its test clock and the SMTP server it mails."""
+
+    service: Service
+    clock: Clock
+    sink: MailSink
+    settings: Settings
 
 
 def settings_for(tmp: Path, smtp_url: str, *, port: int | None = None, extra: str = "") -> Settings:

@@ -19,9 +19,9 @@ from tests.test_bot_support import (
     joined,
     replies_to,
     reply_to,
-    wait_until,
     world,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.synapse
 
@@ -146,8 +146,8 @@ async def test_quiet_in_other_rooms_unless_mentioned(
         await w.start(help_rooms=(help_room,), unsure_escalates=False)
         group = await asker.create_room(invite=[bot, w.outsider.user_id], name="Chat")
         await w.outsider.join(group)
-        await wait_until(lambda: joined(asker, group, bot))
-        await wait_until(lambda: joined(asker, help_room, bot))
+        await eventually(lambda: joined(asker, group, bot))
+        await eventually(lambda: joined(asker, help_room, bot))
 
         plain = await asker.say(group, WIFI)
         mention = await asker.say(group, f"{bot}: {KIOSK}", **{"m.mentions": {"user_ids": [bot]}})

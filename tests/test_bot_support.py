@@ -215,20 +215,6 @@ def containing(text: str, count: int = 1) -> Callable[[Msgs], bool]:
     return lambda ms: sum(text in body(m) for m in ms) >= count
 
 
-async def wait_until(check: Callable[[], Any], within: float = 20.0) -> Any:
-    """Poll an async or plain check until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.1)
-
-
 async def joined(reader: MatrixReader, room: str, user: str) -> bool:
     members = await reader.call("GET", f"/_matrix/client/v3/rooms/{room}/joined_members")
     return user in members.get("joined", {})

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,22 +21,12 @@ from network.storage.subscriber_records import Preferences
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.test_cohorts_synapse import community_config
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.synapse
 
 SUBSCRIBER = "trustee@example.org"
 T = TypeVar("T")
-
-
-async def _until(check: Callable[[], Awaitable[T]], what: str, within: float = 30.0) -> T:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def test_cohort_update_reaches_an_email_digest(
@@ -88,8 +77,10 @@ async def test_cohort_update_reaches_an_email_digest(
                     room
                 )
 
-            await _until(invited, "the cohort room and the invitation")
-            await _until(lambda: service.storage.get_state("matrix.next_batch"), "first sync")
+            await eventually(invited, what="the cohort room and the invitation")
+            await eventually(
+                lambda: service.storage.get_state("matrix.next_batch"), what="first sync"
+            )
             smart = await service.storage.room_id_for(smart_ref)
             assert smart is not None
             await reader.join(smart)
@@ -108,7 +99,7 @@ async def test_cohort_update_reaches_an_email_digest(
             planned = await service.digests.plan(now, frequency="daily", force=True)
             assert [p.subscriber.address for p in planned] == [SUBSCRIBER]
             await service.digests.send_pending()
-            [digest] = await _until(lambda: _mail(sink), "the digest")
+            [digest] = await eventually(lambda: _mail(sink), what="the digest")
             assert digest["To"] == SUBSCRIBER
             assert digest["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
             plain = digest.get_body(("plain",))

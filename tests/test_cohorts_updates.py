@@ -9,7 +9,6 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,6 +27,7 @@ from network.settings import parse_settings
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.test_cohorts_synapse import community_config
+from tests.waiting import eventually
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 
@@ -106,17 +106,6 @@ def test_weekly_prompt_is_due_on_its_local_day(
     assert prompt_week(now, tz, "friday", 10) == expected
 
 
-async def _wait(predicate: Any, what: str, within: float = 30.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
 async def _invited(service: Service, room_id: str, user: str) -> bool:
     return user in await service.storage.invited_users(room_id)
 
@@ -151,15 +140,19 @@ async def test_welcome_update_edit_withdraw_in_running_service(
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:
-        smart = await _wait(
-            lambda: service.storage.room_id_for(settings.cohorts[0].room), "the cohort room"
+        smart = await eventually(
+            lambda: service.storage.room_id_for(settings.cohorts[0].room), what="the cohort room"
         )
-        announce_id = await _wait(lambda: service.storage.room_id_for(announce), "announcements")
-        await _wait(lambda: service.storage.get_state("matrix.next_batch"), "the first sync")
+        announce_id = await eventually(
+            lambda: service.storage.room_id_for(announce), what="announcements"
+        )
+        await eventually(
+            lambda: service.storage.get_state("matrix.next_batch"), what="the first sync"
+        )
 
         # Joining the cohort room brings one welcome that names the library and resources.
         # (a knock room: joining works only because libhub invited the member)
-        await _wait(lambda: _invited(service, smart, reader.user_id), "the invitation")
+        await eventually(lambda: _invited(service, smart, reader.user_id), what="the invitation")
         await reader.join(smart)
         msgs = await reader.wait_for(
             smart, lambda ms: any("Welcome to" in m["content"]["body"] for m in ms),
@@ -210,7 +203,7 @@ async def test_welcome_update_edit_withdraw_in_running_service(
             events = await reader.events(announce_id)
             return any(e["event_id"] == post["event_id"] and not e.get("content") for e in events)
 
-        await _wait(redacted, "the withdrawn update's post to be redacted")
+        await eventually(redacted, what="the withdrawn update's post to be redacted")
         withdrawn = await service.storage.cohort_update(update_id)
         assert withdrawn is not None and withdrawn.status == "withdrawn"
         assert await service.storage.withdrawn_item_ids([stored.item_id]) == {stored.item_id}

@@ -19,6 +19,7 @@ from network.settings import parse_settings
 from network.storage import ItemInput, Target
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.synapse
 
@@ -30,14 +31,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-async def _until(check: object, what: str, within: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():  # type: ignore[operator]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def test_coordinator_retries_a_failed_delivery_in_the_browser(
@@ -88,7 +81,7 @@ public_url = "http://127.0.0.1:{port}"
         async def failed() -> bool:
             return bool(await service.storage.failed_rows())
 
-        await _until(failed, "the delivery to fail")
+        await eventually(failed, what="the delivery to fail")
         [row] = await service.storage.failed_rows()
         base = f"http://127.0.0.1:{port}"
         token = issue_login_token(settings, "dana", now=datetime.now(UTC))

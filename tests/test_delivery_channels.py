@@ -15,7 +15,8 @@ from network.app import Service
 from network.delivery import DeliveryPolicy
 from network.devserver import DevUser, free_port
 from tests.publisher import FeedItem, Publisher, rss
-from tests.test_delivery_kit import drain, eventually, settings_for
+from tests.test_delivery_kit import drain, settings_for
+from tests.waiting import eventually
 
 
 class Receiver:

@@ -18,7 +18,8 @@ from network.storage import Storage
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.publisher import FeedItem, Publisher, rss
-from tests.test_delivery_kit import BOT_ENV, by_url, config_text, eventually
+from tests.test_delivery_kit import BOT_ENV, by_url, config_text
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.synapse, pytest.mark.slow]
 

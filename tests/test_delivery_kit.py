@@ -3,9 +3,8 @@ draining the outbox and counting what arrived in a room."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +78,3 @@ def by_url(messages: Sequence[dict[str, Any]]) -> Counter[str]:
         for m in messages
         if "m.relates_to" not in m["content"] and "external_url" in m["content"]
     )
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, within: float, every: float = 0.25, what: str = ""
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what or check}")
-        await asyncio.sleep(every)

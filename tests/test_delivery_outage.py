@@ -15,7 +15,8 @@ from network.devserver import DevHomeserver, DevUser
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.publisher import FeedItem, Publisher, rss
-from tests.test_delivery_kit import BOT_ENV, by_url, drain, eventually, settings_for, started
+from tests.test_delivery_kit import BOT_ENV, by_url, drain, settings_for, started
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.synapse, pytest.mark.slow]
 

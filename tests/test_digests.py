@@ -4,8 +4,7 @@ retries and apprise subscribers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote
@@ -14,16 +13,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from network.app import Service
 from network.confload import Duration
 from network.digests import bounce_score, retry_delay
 from network.mailsink import MailSink
-from network.settings import Settings
 from network.tokens import verify_token
 from tests.digestkit import (
     SECRET,
     SECRET_ENV,
     Clock,
+    DigestEnv,
     item,
     link_to,
     make_service,
@@ -33,38 +31,12 @@ from tests.digestkit import (
     subscriber,
 )
 
-# Monday 23 November 2026, 06:00 in Chicago (UTC-6).
-START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-@dataclass
-class Env:
-    service: Service
-    clock: Clock
-    sink: MailSink
-    settings: Settings
+Env = DigestEnv
 
 
 @pytest.fixture
-def sink() -> Iterator[MailSink]:
-    s = MailSink()
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-async def env(
-    tmp_path: Path, sink: MailSink, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Env]:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-    clock = Clock(START)
-    settings = settings_for(tmp_path, sink.url)
-    service = await make_service(settings, clock)
-    try:
-        yield Env(service, clock, sink, settings)
-    finally:
-        await service.close()
+def env(digest_env: DigestEnv) -> DigestEnv:
+    return digest_env
 
 
 async def test_daily_digest_at_their_hour_grouped_with_one_click_headers(env: Env) -> None:

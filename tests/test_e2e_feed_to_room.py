@@ -15,6 +15,7 @@ from network.settings import Settings, parse_settings
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.publisher import FeedItem, Publisher, rss
+from tests.test_delivery_kit import drain
 
 pytestmark = pytest.mark.synapse
 
@@ -42,11 +43,6 @@ rooms = ["{room}"]
 {extra}
 """
     return parse_settings(text, base_dir=tmp)
-
-
-async def drain(service: Service) -> None:
-    while await service.delivery.run_once():
-        pass
 
 
 async def test_feed_item_reaches_the_room_once(

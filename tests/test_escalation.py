@@ -28,9 +28,9 @@ from tests.test_bot_support import (
     joined,
     replies_to,
     reply_to,
-    wait_until,
     world,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.synapse
 
@@ -101,7 +101,7 @@ async def test_case_from_question_to_answer_and_back(
         assert "Bot's best guess" in body(root)
         assert root["content"]["m.mentions"] == {"user_ids": [team.user_id]}
         assert w.mail is not None
-        mails = await wait_until(lambda: w.mail.to("need-assistance@example.org") if w.mail else [])
+        mails = await eventually(lambda: w.mail.to("need-assistance@example.org") if w.mail else [])
         assert len(mails) == 1 and OUT_OF_SCOPE in mails[0]["Subject"]
         mail_text = mails[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
         assert f"https://matrix.to/#/{room}/{root_id}" in mail_text
@@ -197,7 +197,7 @@ async def test_group_rooms_and_asking_for_a_person(
         bot, asker, team, room = w.bot.user_id, w.asker, w.team, w.team_room
         help_room = await asker.create_room(invite=[bot], name="Help")
         await w.start(help_rooms=(help_room,))
-        await wait_until(lambda: joined(asker, help_room, bot))
+        await eventually(lambda: joined(asker, help_room, bot))
 
         # Asking for a person in words, in a help room: the case thread is under the question.
         text = "Can I talk to a person about our e-rate paperwork?"

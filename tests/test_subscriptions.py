@@ -4,23 +4,22 @@ manage links that reveal nothing about who is subscribed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from network.app import Service
 from network.mailsink import MailSink
 from network.storage.subscribers import TokenAlreadyUsed
 from network.subscriptions import subscribe_from_matrix
 from network.tokens import TokenExpired
 from network.topics import SubscriptionError, parse_address
 from tests.digestkit import (
-    SECRET,
     SECRET_ENV,
+    START,
     Clock,
+    DigestEnv,
     item,
     link_to,
     make_service,
@@ -29,35 +28,12 @@ from tests.digestkit import (
     settings_for,
 )
 
-START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-@dataclass
-class Env:
-    service: Service
-    clock: Clock
-    sink: MailSink
+Env = DigestEnv
 
 
 @pytest.fixture
-def sink() -> Iterator[MailSink]:
-    s = MailSink()
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-async def env(
-    tmp_path: Path, sink: MailSink, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Env]:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-    clock = Clock(START)
-    service = await make_service(settings_for(tmp_path, sink.url), clock)
-    try:
-        yield Env(service, clock, sink)
-    finally:
-        await service.close()
+def env(digest_env: DigestEnv) -> DigestEnv:
+    return digest_env
 
 
 def flat(text: str) -> str:

@@ -8,7 +8,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,14 +19,6 @@ from tests.digestkit import SECRET, SECRET_ENV, Clock, config_text, item, make_s
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY = "import sys; from network.cli import main; sys.exit(main())"
-
-
-@pytest.fixture
-def sink() -> Iterator[MailSink]:
-    s = MailSink()
-    s.start()
-    yield s
-    s.stop()
 
 
 def libhub(*args: str, config: Path) -> subprocess.CompletedProcess[str]:

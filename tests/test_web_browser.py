@@ -6,9 +6,8 @@ checked for labels, one h1, a lang attribute, text contrast and fitting a phone 
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,12 @@ from network.app import Service
 from network.mailsink import MailSink
 from network.web import make_web_app
 from tests.digestkit import (
-    SECRET,
-    SECRET_ENV,
     Clock,
+    DigestEnv,
     item,
     link_to,
-    make_service,
     parts,
     publish,
-    settings_for,
     subscriber,
 )
 
@@ -38,7 +34,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs /usr/bin/chromium"),
 ]
-START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
 # Runs in the page (the pages themselves have no JavaScript): what a screen reader and a
@@ -99,28 +94,14 @@ class Env:
 
 
 @pytest.fixture
-def sink() -> Iterator[MailSink]:
-    s = MailSink()
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-async def env(
-    tmp_path: Path, sink: MailSink, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Env]:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-    clock = Clock(START)
-    settings = settings_for(tmp_path, sink.url)
-    service = await make_service(settings, clock)
-    server = TestServer(make_web_app(service), host="127.0.0.1", port=settings.web.port)
+async def env(digest_env: DigestEnv) -> AsyncIterator[Env]:
+    d = digest_env
+    server = TestServer(make_web_app(d.service), host="127.0.0.1", port=d.settings.web.port)
     await server.start_server()
     try:
-        yield Env(service, clock, sink, settings.web.public_url)
+        yield Env(d.service, d.clock, d.sink, d.settings.web.public_url)
     finally:
         await server.close()
-        await service.close()
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ errors, and the headers that keep token URLs from leaking."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,10 @@ from network.app import Service
 from network.mailsink import MailSink
 from network.web import make_web_app
 from tests.digestkit import (
-    SECRET,
     SECRET_ENV,
+    START,
     Clock,
+    DigestEnv,
     item,
     link_to,
     make_service,
@@ -28,8 +28,6 @@ from tests.digestkit import (
     settings_for,
     subscriber,
 )
-
-START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -41,27 +39,14 @@ class Env:
 
 
 @pytest.fixture
-def sink() -> Iterator[MailSink]:
-    s = MailSink()
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-async def env(
-    tmp_path: Path, sink: MailSink, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Env]:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-    clock = Clock(START)
-    service = await make_service(settings_for(tmp_path, sink.url), clock)
-    client = TestClient(TestServer(make_web_app(service), host="127.0.0.1"))
+async def env(digest_env: DigestEnv) -> AsyncIterator[Env]:
+    d = digest_env
+    client = TestClient(TestServer(make_web_app(d.service), host="127.0.0.1"))
     await client.start_server()
     try:
-        yield Env(service, clock, sink, client)
+        yield Env(d.service, d.clock, d.sink, client)
     finally:
         await client.close()
-        await service.close()
 
 
 def csrf_of(html: str) -> str:
