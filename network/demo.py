@@ -14,20 +14,27 @@ import secrets
 import signal
 import socket
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from rich.console import Console
 
+from network.app import Service
+from network.dashboard import issue_login_token, login_url
 from network.devserver import DevHomeserver, DevUser, free_port
 from network.mailsink import MailSink
 from network.settings import Settings, load_settings
+from network.storage.subscribers import Preferences
+from network.topics import next_due, parse_address
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "demo.toml"
 FEEDS_DIR = REPO / "config" / "demo-feeds"
 LIBRARIAN = ("librarian", "librarian-demo")
+# A subscriber who reads only email: each new item reaches the mail sink as a notice.
+READER = "reader@libhub.localhost"
 DEMO_ROOMS = {
     "announcements": "Network announcements",
     "webinars": "Webinars",
@@ -101,6 +108,22 @@ def demo_settings(
     )
 
 
+async def add_reader(service: Service) -> None:
+    """The demo's email-only subscriber (already there after the first run)."""
+    address = parse_address(READER, schemes=None)
+    topics = tuple(f"kind:{k}" for k in ("news", "webinar", "cohort-update"))
+    await service.storage.add_subscriber(
+        address=address.value,
+        address_key=address.key,
+        channel=address.channel,
+        prefs=Preferences(topics, "immediate", service.settings.network.timezone, 8, 0),
+        source="demo",
+        consent="the demo's sample subscriber",
+        now=datetime.now(UTC),
+        next_due=next_due,
+    )
+
+
 def demo_secrets(data_dir: Path) -> tuple[str, str]:
     """The bot's password and the link-signing secret, made once per data dir."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -115,8 +138,6 @@ def demo_secrets(data_dir: Path) -> tuple[str, str]:
 
 
 async def run_demo(data_dir: Path) -> int:
-    from network.app import Service
-
     bot_password, web_secret = await asyncio.to_thread(demo_secrets, data_dir)
     os.environ["LIBHUB_DEMO_BOT_PASSWORD"] = bot_password
     os.environ.setdefault("LIBHUB_DEMO_SECRET", web_secret)
@@ -137,6 +158,8 @@ async def run_demo(data_dir: Path) -> int:
         await create_rooms(server, librarian, bot.user_id)
         settings = demo_settings(data_dir, server.url, smtp_port, feeds_port, web_port)
         service = await Service.create(settings)
+        await add_reader(service)
+        login = login_url(settings, issue_login_token(settings, "demo", now=datetime.now(UTC)))
         console.print(
             f"""
 [bold]libhub demo is running[/bold]  (Ctrl-C stops everything)
@@ -144,12 +167,15 @@ async def run_demo(data_dir: Path) -> int:
   Homeserver   {server.url}   (log in with any Matrix client, e.g. Element, "custom server")
   Librarian    user [bold]{LIBRARIAN[0]}[/bold]  password [bold]{LIBRARIAN[1]}[/bold]
   Rooms        {", ".join(f"#{a}:{server.server_name}" for a in DEMO_ROOMS)}
-  Web          {settings.web.public_url}/healthz
+  Web          {settings.web.public_url}/subscribe   (and /healthz, /metrics)
+  Dashboard    {login}
   Feeds        http://127.0.0.1:{feeds_port}/
   Mail sink    {sink.url}  (messages saved in {data_dir / "mail"})
+  Subscriber   {READER} gets new items by email as they arrive
 
-The sample items arrive in the rooms within a minute.
-"""
+The sample items arrive in the rooms, and as mail in {data_dir / "mail"}, within a minute.
+""",
+            soft_wrap=True,  # long URLs stay on one line, so they can be copied
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
