@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import nio
@@ -97,6 +98,7 @@ class Service:
             router=self.router,
             # Route templates can depend on the cohort; cohort items carry it in their feed id.
             cohort_of=lambda item: cohort_of_feed(item.feed_id),
+            zone=ZoneInfo(settings.network.timezone),
         )
         self.poller = Poller(
             settings,

@@ -18,6 +18,7 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import apprise
 
@@ -185,9 +186,10 @@ class ChannelSender:
         feed_title: str,
         feed_link: str | None = None,
         template: RouteTemplate | None = None,
+        zone: ZoneInfo | None = None,
     ) -> None:
         title, body = channel_text(
-            item, feed_title=feed_title, feed_link=feed_link, template=template
+            item, feed_title=feed_title, feed_link=feed_link, template=template, zone=zone
         )
         limit = post_limit(url)
         if limit is not None:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import nio
 
@@ -133,8 +134,10 @@ class Delivery:
         rnd: Callable[[], float] = random.random,
         router: Router | None = None,
         cohort_of: Callable[[Item], str | None] = _no_cohort,
+        zone: ZoneInfo | None = None,
     ) -> None:
         self.storage = storage
+        self.zone = zone  # webinar times are shown in the network's zone (and UTC)
         self.matrix = matrix
         self.channels = channels
         self.feed_titles = feed_titles
@@ -445,6 +448,7 @@ class Delivery:
                 feed_title=self.feed_titles(item.feed_id),
                 feed_link=ctx.feed_links.get(item.feed_id),
                 template=template,
+                zone=self.zone,
             )
         # Only a first attempt is known to show what was rendered now: an earlier attempt
         # may have reached the server, which then returns that older event.
@@ -528,6 +532,7 @@ class Delivery:
                 feed_title=self.feed_titles(item.feed_id),
                 feed_link=ctx.feed_links.get(item.feed_id),
                 template=template,
+                zone=self.zone,
             )
             return True
 

@@ -14,6 +14,7 @@ import html
 import logging
 from collections.abc import Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import TemplateError
 
@@ -28,8 +29,8 @@ TITLE_CHARS = 300
 KIND_LABEL = {"news": "News", "webinar": "Webinar", "cohort-update": "Cohort update"}
 
 
-def _when(item: Item) -> str:
-    return event_start_text(item.event_start) if item.kind == "webinar" else ""
+def _when(item: Item, zone: ZoneInfo | None) -> str:
+    return event_start_text(item.event_start, zone) if item.kind == "webinar" else ""
 
 
 def _title(item: Item) -> str:
@@ -55,12 +56,13 @@ def matrix_content(
     feed_title: str,
     feed_link: str | None = None,
     template: RouteTemplate | None = None,
+    zone: ZoneInfo | None = None,
 ) -> dict[str, Any]:
-    """The content of the ``m.notice`` that announces ``item``."""
+    """The content of the ``m.notice`` that announces ``item``; times shown in ``zone``."""
     if template is not None:
         try:
             body, formatted = render_matrix(
-                template, item, feed_title=feed_title, feed_link=feed_link
+                template, item, feed_title=feed_title, feed_link=feed_link, zone=zone
             )
         except TemplateError as e:
             log.warning("route template failed for item %d, default layout used: %s", item.id, e)
@@ -73,7 +75,7 @@ def matrix_content(
         sanitize_html(item.summary_html, base_url=item.link, keep_images=False), SUMMARY_CHARS
     )
     summary_text = html_to_text(summary_html)
-    when = _when(item)
+    when = _when(item, zone)
     label = KIND_LABEL.get(item.kind, item.kind)
     body_lines = [f"{label} · {feed_title}: {title}"]
     if when:
@@ -138,19 +140,23 @@ def channel_text(
     feed_title: str,
     feed_link: str | None = None,
     template: RouteTemplate | None = None,
+    zone: ZoneInfo | None = None,
 ) -> tuple[str, str]:
     """(title, body) for an apprise channel; the body ends with the link (default layout)."""
     title = _title(item)
     if template is not None:
         try:
-            text = render_channel(template, item, feed_title=feed_title, feed_link=feed_link)
+            text = render_channel(
+                template, item, feed_title=feed_title, feed_link=feed_link, zone=zone
+            )
         except TemplateError as e:
             log.warning("route template failed for item %d, default layout used: %s", item.id, e)
         else:
             if text:
                 return f"{feed_title}: {title}", text
     summary = html_to_text(sanitize_html(item.summary_html, keep_images=False))
-    body = f"{title}\n\n{summary}".strip()
+    when = _when(item, zone)
+    body = "\n\n".join(p for p in (title, f"When: {when}" if when else "", summary) if p)
     if item.link:
         body = f"{body}\n\n{item.link}"
     return f"{feed_title}: {title}", body

@@ -20,7 +20,8 @@ author         the item's author (optional)
 summary        the item's summary as sanitized HTML, cut safely at 1000 characters
 summary_text   the same summary as plain text
 kind           news, webinar or cohort-update
-event_start    a webinar's start, "Fri 20 Nov 2026, 14:00 UTC" (optional)
+event_start    a webinar's start in the network's time zone and UTC,
+               "Fri 20 Nov 2026, 08:00 CST (14:00 UTC)" (optional)
 =============  ==========================================================================
 
 The Matrix variant has autoescape on: values are HTML-escaped except ``summary``; its
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from jinja2 import StrictUndefined, Template, TemplateError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -109,12 +111,25 @@ _EMPTY = _Sample(
 )
 
 
-def event_start_text(when: datetime | None) -> str:
-    return when.astimezone(UTC).strftime("%a %d %b %Y, %H:%M UTC") if when else ""
+def event_start_text(when: datetime | None, zone: ZoneInfo | None = None) -> str:
+    """``Tue 01 Dec 2026, 09:00 CST (15:00 UTC)``: the network's own clock first, UTC for
+    members elsewhere; UTC alone when no zone is given."""
+    if when is None:
+        return ""
+    utc = when.astimezone(UTC)
+    if zone is None or zone.key in ("UTC", "Etc/UTC"):
+        return utc.strftime("%a %d %b %Y, %H:%M UTC")
+    local = when.astimezone(zone)
+    return f"{local:%a %d %b %Y, %H:%M} {local.tzname() or zone.key} ({utc:%H:%M} UTC)"
 
 
 def template_vars(
-    item: ItemLike, *, feed_title: str, feed_link: str | None, html: bool
+    item: ItemLike,
+    *,
+    feed_title: str,
+    feed_link: str | None,
+    html: bool,
+    zone: ZoneInfo | None = None,
 ) -> dict[str, object]:
     """The documented variable set for ``item``; ``summary`` is markup-safe when ``html``."""
     summary = truncate_html(
@@ -130,7 +145,7 @@ def template_vars(
         "summary": Markup(summary) if html else summary,
         "summary_text": html_to_text(summary),
         "kind": item.kind,
-        "event_start": event_start_text(item.event_start),
+        "event_start": event_start_text(item.event_start, zone),
     }
 
 
@@ -192,17 +207,31 @@ def compile_template(source: str, *, html: bool, path: str) -> RouteTemplate:
 
 
 def render_matrix(
-    template: RouteTemplate, item: ItemLike, *, feed_title: str, feed_link: str | None
+    template: RouteTemplate,
+    item: ItemLike,
+    *,
+    feed_title: str,
+    feed_link: str | None,
+    zone: ZoneInfo | None = None,
 ) -> tuple[str, str]:
     """(plain body, sanitized HTML) of a Matrix message made with ``template``."""
-    variables = template_vars(item, feed_title=feed_title, feed_link=feed_link, html=True)
+    variables = template_vars(
+        item, feed_title=feed_title, feed_link=feed_link, html=True, zone=zone
+    )
     formatted = sanitize_html(template.render(variables), keep_images=False)
     return html_to_text(formatted), formatted
 
 
 def render_channel(
-    template: RouteTemplate, item: ItemLike, *, feed_title: str, feed_link: str | None
+    template: RouteTemplate,
+    item: ItemLike,
+    *,
+    feed_title: str,
+    feed_link: str | None,
+    zone: ZoneInfo | None = None,
 ) -> str:
     """The plain text of a channel post made with ``template``."""
-    variables = template_vars(item, feed_title=feed_title, feed_link=feed_link, html=False)
+    variables = template_vars(
+        item, feed_title=feed_title, feed_link=feed_link, html=False, zone=zone
+    )
     return template.render(variables)

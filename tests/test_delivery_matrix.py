@@ -287,6 +287,27 @@ matrix_template = '''{template}'''
     assert c["msgtype"] == "m.notice" and c["external_url"] == "http://example.org/t1"
 
 
+async def test_webinar_post_shows_the_start_in_the_network_zone(
+    synapse: DevHomeserver, bot: DevUser, reader: MatrixReader, publisher: Publisher, tmp_path: Path
+) -> None:
+    room = await reader.create_room()
+    publisher.documents["f.xml"] = rss(
+        "F",
+        [FeedItem("w1", "Webinar: Budget basics", summary="<p>Live on 2026-12-01T15:00:00Z.</p>")],
+    )
+    # No [network] timezone in this config: the default, America/New_York (EST in December).
+    service = await started(
+        settings_for(tmp_path, synapse.url, bot, publisher.url("f.xml"), [room])
+    )
+    try:
+        await service.poller.poll_due()
+        await drain(service)
+    finally:
+        await service.close()
+    [post] = await reader.messages(room, sender=bot.user_id)
+    assert "When: Tue 01 Dec 2026, 10:00 EST (15:00 UTC)" in post["content"]["body"]
+
+
 async def test_room_upgrade_is_followed(
     synapse: DevHomeserver, bot: DevUser, reader: MatrixReader, publisher: Publisher, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ messages and channel text."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from network.render import channel_text, edit_content, grouped_content, matrix_content
 from network.storage import Item
@@ -137,3 +138,24 @@ def test_channel_text_default_and_template() -> None:
         body
         == "Hotspot lending expands (Network news) https://lib.example.org/n/1 <p>Twelve <b>branches</b> join.</p>"
     )
+
+
+def test_webinar_time_in_the_network_zone_with_utc_for_members_elsewhere() -> None:
+    chicago = ZoneInfo("America/Chicago")
+    # 1 December is standard time (CST, UTC-6); 1 July is daylight time (CDT, UTC-5).
+    winter = make(kind="webinar", event_start=datetime(2026, 12, 1, 15, 0, tzinfo=UTC))
+    summer = make(kind="webinar", event_start=datetime(2027, 7, 1, 15, 0, tzinfo=UTC))
+    assert (
+        "When: Tue 01 Dec 2026, 09:00 CST (15:00 UTC)"
+        in matrix_content(winter, feed_title="F", zone=chicago)["body"]
+    )
+    assert (
+        "When: Thu 01 Jul 2027, 10:00 CDT (15:00 UTC)"
+        in matrix_content(summer, feed_title="F", zone=chicago)["formatted_body"]
+    )
+    _, body = channel_text(winter, feed_title="F", zone=chicago)
+    assert body.splitlines()[2] == "When: Tue 01 Dec 2026, 09:00 CST (15:00 UTC)"
+    v = template_vars(winter, feed_title="F", feed_link=None, html=False, zone=chicago)
+    assert v["event_start"] == "Tue 01 Dec 2026, 09:00 CST (15:00 UTC)"
+    # News has no start time to show, whatever the zone.
+    assert "When:" not in channel_text(make(), feed_title="F", zone=chicago)[1]
