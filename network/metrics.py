@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from network.web_limits import metrics_refusal
+
 if TYPE_CHECKING:
     from network.app import Service
 
@@ -177,7 +179,11 @@ async def collect(service: Service) -> list[Family]:
 async def metrics(request: web.Request) -> web.Response:
     from network.web import SERVICE
 
-    text = render(await collect(request.app[SERVICE]))
+    service = request.app[SERVICE]
+    refused = metrics_refusal(request, service.settings.web)
+    if refused is not None:
+        return refused
+    text = render(await collect(service))
     return web.Response(body=text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from network.confload import Duration, build
 from network.errors import ConfigError
+from network.web_limits import parse_networks
 
 Kind = Literal["news", "webinar", "cohort-update"]
 KINDS: tuple[str, ...] = ("news", "webinar", "cohort-update")
@@ -102,8 +103,22 @@ class WebSettings:
     listen: str = "127.0.0.1:8080"
     public_url: str = "http://127.0.0.1:8080"
     secret_env: str = "LIBHUB_SECRET"
+    trusted_proxies: tuple[str, ...] = ()
+    forms_per_client: int = 30
+    forms_window: Duration = Duration(hours=1)
+    metrics_token_env: str = ""
 
     def validate(self, path: str) -> None:
+        for i, value in enumerate(self.trusted_proxies):
+            try:
+                parse_networks([value])
+            except ValueError:
+                raise ConfigError(
+                    f"{value!r} is not an IP address or range like '10.0.0.0/8'",
+                    path=f"{path}.trusted_proxies[{i}]",
+                ) from None
+        if self.forms_per_client < 0:
+            raise ConfigError("must be 0 (no limit) or more", path=f"{path}.forms_per_client")
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ConfigError(

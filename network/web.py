@@ -11,10 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from network.web_limits import IPNetwork, PerClientLimit, parse_networks
+
 if TYPE_CHECKING:
     from network.app import Service
 
 SERVICE: web.AppKey[Service] = web.AppKey("service")
+# Posts of the forms that send mail, per client address (network/web_limits.py).
+FORM_LIMIT: web.AppKey[PerClientLimit] = web.AppKey("form_limit")
+TRUSTED_PROXIES: web.AppKey[tuple[IPNetwork, ...]] = web.AppKey("trusted_proxies")
 
 
 async def health_report(service: Service) -> tuple[bool, dict[str, Any]]:
@@ -59,6 +64,9 @@ async def healthz(request: web.Request) -> web.Response:
 def make_web_app(service: Service) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[SERVICE] = service
+    w = service.settings.web
+    app[FORM_LIMIT] = PerClientLimit(w.forms_per_client, w.forms_window.total_seconds())
+    app[TRUSTED_PROXIES] = parse_networks(w.trusted_proxies)
     app.router.add_get("/healthz", healthz)
     # Community of practice: staff dashboard, Prometheus metrics, webinar calendar files.
     from network import dashboard, metrics, webinars

@@ -40,7 +40,8 @@ from network.errors import ConfigError
 from network.storage.subscribers import Preferences, Subscriber, TokenAlreadyUsed
 from network.tokens import TokenError, TokenExpired
 from network.topics import Address, SubscriptionError, describe, time_zones
-from network.web import SERVICE
+from network.web import FORM_LIMIT, SERVICE, TRUSTED_PROXIES
+from network.web_limits import client_address
 
 if TYPE_CHECKING:
     from network.app import Service
@@ -270,6 +271,8 @@ async def subscribe_post(request: web.Request) -> web.Response:
         return _csrf_failed(request)
     address = str(form.get("address", "")).strip()
     prefs, errors, shown = _prefs_from(subs, form)
+    if prefs is not None and not _form_allowed(request):
+        return _too_many(request)
     if prefs is not None:
         try:
             await subs.request(address, prefs, source="web")
@@ -371,6 +374,8 @@ async def manage_request_post(request: web.Request) -> web.Response:
     form = await request.post()
     if not csrf_ok(request, form):
         return _csrf_failed(request)
+    if not _form_allowed(request):
+        return _too_many(request)
     await subs.send_manage_link(str(form.get("address", "")))
     return message_page(
         request,
@@ -486,6 +491,31 @@ async def unsubscribe_post(request: web.Request) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _form_allowed(request: web.Request) -> bool:
+    """Count one mail-sending post for this client; False when it is over its limit."""
+    proxies = request.app[TRUSTED_PROXIES]
+    client = client_address(request, proxies)
+    if request.app[FORM_LIMIT].allow(client):
+        return True
+    log.warning("form posts from %s over the per-client limit; refused", client)
+    return False
+
+
+def _too_many(request: web.Request) -> web.Response:
+    minutes = round(request.app[FORM_LIMIT].window / 60)
+    response = message_page(
+        request,
+        "Please try again later",
+        "Many requests came from your network in a short time, so this one was not sent. "
+        f"Please try again in {minutes} minutes.",
+        "If you share a connection with many others (a library or school), that is why.",
+        status=429,
+        kind="warning",
+    )
+    response.headers["Retry-After"] = str(round(request.app[FORM_LIMIT].window))
+    return response
 
 
 def _guard(handler: Handler) -> Handler:
