@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from network.settings import CohortSettings, Settings
+from network.settings import Settings
+from network.settings_community import CohortSettings
 
 # Actions that change something; "note" only informs.
 CHANGES = frozenset(

@@ -34,7 +34,8 @@ from network.cohorts import Community
 from network.errors import MatrixError
 from network.matrix import MatrixGateway
 from network.routing import Router
-from network.settings import CohortSettings, Settings
+from network.settings import Settings
+from network.settings_community import CohortSettings
 from network.storage import ItemInput, Storage
 from network.storage.cohorts import CohortUpdate
 

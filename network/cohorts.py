@@ -40,7 +40,8 @@ from network.cohort_plan import (
 )
 from network.errors import LibhubError, MatrixError, MatrixPermanent, MatrixUnavailable
 from network.matrix import MatrixGateway
-from network.settings import CohortSettings, Settings, secret
+from network.settings import Settings, secret
+from network.settings_community import CohortSettings
 from network.storage import Storage
 
 log = logging.getLogger(__name__)

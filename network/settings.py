@@ -15,42 +15,22 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from network.confload import Duration, build
 from network.errors import ConfigError
+from network.settings_checks import check_id, check_room, check_tz, check_user
+from network.settings_community import (
+    CohortSettings,
+    CommunitySettings,
+    WebinarSettings,
+    Weekday,
+)
 from network.web_limits import parse_networks
 
 Kind = Literal["news", "webinar", "cohort-update"]
 KINDS: tuple[str, ...] = ("news", "webinar", "cohort-update")
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _check_id(value: str, path: str) -> None:
-    if not _ID.match(value):
-        raise ConfigError(
-            f"{value!r} is not a valid id: use lower-case letters, digits, '-' and '_'", path=path
-        )
-
-
-def _check_room(value: str, path: str) -> None:
-    # Room ids of room version 12 and later carry no server name ("!hash").
-    ok = (value.startswith("#") and ":" in value) or (value.startswith("!") and len(value) > 1)
-    if not ok:
-        raise ConfigError(
-            f"{value!r} is not a room: expected '#alias:server' or '!roomid:server'", path=path
-        )
-
-
-def _check_tz(value: str, path: str) -> None:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as e:
-        raise ConfigError(
-            f"unknown time zone {value!r}: use an IANA name like 'America/Chicago'", path=path
-        ) from e
 
 
 @dataclass(frozen=True)
@@ -61,9 +41,9 @@ class NetworkSettings:
     ops_room: str = ""
 
     def validate(self, path: str) -> None:
-        _check_tz(self.timezone, f"{path}.timezone")
+        check_tz(self.timezone, f"{path}.timezone")
         if self.ops_room:
-            _check_room(self.ops_room, f"{path}.ops_room")
+            check_room(self.ops_room, f"{path}.ops_room")
 
 
 @dataclass(frozen=True)
@@ -228,7 +208,7 @@ class DigestSettings:
         if not 0 <= self.default_hour <= 23:
             raise ConfigError("expected an hour from 0 to 23", path=f"{path}.default_hour")
         if self.default_timezone:
-            _check_tz(self.default_timezone, f"{path}.default_timezone")
+            check_tz(self.default_timezone, f"{path}.default_timezone")
         if self.confirm_ttl < timedelta(minutes=10):
             raise ConfigError("expected at least 10m", path=f"{path}.confirm_ttl")
         if self.link_ttl < timedelta(days=7):
@@ -297,11 +277,11 @@ class FeedSettings:
     initial_posts: int | None = None
 
     def validate(self, path: str) -> None:
-        _check_id(self.id, f"{path}.id")
+        check_id(self.id, f"{path}.id")
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError("expected an http:// or https:// URL", path=f"{path}.url")
         for i, room in enumerate(self.rooms):
-            _check_room(room, f"{path}.rooms[{i}]")
+            check_room(room, f"{path}.rooms[{i}]")
         if self.interval is not None and self.interval < timedelta(minutes=1):
             raise ConfigError("expected at least 1 minute", path=f"{path}.interval")
 
@@ -335,7 +315,7 @@ class RouteSettings:
         from network.templates import compile_template
 
         for i, room in enumerate(self.rooms):
-            _check_room(room, f"{path}.rooms[{i}]")
+            check_room(room, f"{path}.rooms[{i}]")
         if not (self.rooms or self.channels):
             raise ConfigError("a route needs rooms or channels to send to", path=path)
         # Compiled and rendered against sample items now: a broken template stops the
@@ -389,18 +369,14 @@ class AssistanceSettings:
 
     def validate(self, path: str) -> None:
         if self.team_room:
-            _check_room(self.team_room, f"{path}.team_room")
+            check_room(self.team_room, f"{path}.team_room")
         for i, room in enumerate(self.help_rooms):
-            _check_room(room, f"{path}.help_rooms[{i}]")
+            check_room(room, f"{path}.help_rooms[{i}]")
         for key in ("team_members", "coordinators"):
             for i, user in enumerate(getattr(self, key)):
-                if not re.match(r"^@[^:]+:.+$", user):
-                    raise ConfigError(
-                        f"{user!r} is not a Matrix user id like '@ana:example.org'",
-                        path=f"{path}.{key}[{i}]",
-                    )
+                check_user(user, f"{path}.{key}[{i}]")
         if self.timezone:
-            _check_tz(self.timezone, f"{path}.timezone")
+            check_tz(self.timezone, f"{path}.timezone")
         m = re.match(
             r"^([01]?\d|2[0-3]):([0-5]\d)-([01]?\d|2[0-3]):([0-5]\d)$", self.hours.replace(" ", "")
         )
@@ -433,165 +409,6 @@ class AssistanceSettings:
             raise ConfigError("expected 0 or more", path=f"{path}.max_reminders")
         if self.check_every < timedelta(seconds=1):
             raise ConfigError("expected at least 1s", path=f"{path}.check_every")
-
-
-@dataclass(frozen=True)
-class CohortSettings:
-    id: str
-    name: str
-    room: str
-    members: tuple[str, ...] = ()
-    topic: str = ""
-    facilitators: tuple[str, ...] = ()
-    libraries: tuple[LibrarySettings, ...] = ()
-    resources: tuple[ResourceSettings, ...] = ()
-
-    def validate(self, path: str) -> None:
-        _check_id(self.id, f"{path}.id")
-        _check_room(self.room, f"{path}.room")
-        for i, member in enumerate(self.members):
-            _check_member(member, f"{path}.members[{i}]")
-        for i, user in enumerate(self.facilitators):
-            _check_user(user, f"{path}.facilitators[{i}]")
-
-    def library_of(self, member: str) -> str | None:
-        """The library a member (Matrix id or email) represents, when config says."""
-        for library in self.libraries:
-            if member in library.members:
-                return library.name
-        return None
-
-    @property
-    def all_members(self) -> tuple[str, ...]:
-        """Every member, with or without a library, in config order, once each."""
-        found = [*self.members, *(m for lib in self.libraries for m in lib.members)]
-        return tuple(dict.fromkeys(found))
-
-
-_MEMBER_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_WELCOME_FIELDS = frozenset({"name", "cohort", "library"})
-
-
-def _check_user(value: str, path: str) -> None:
-    if not re.match(r"^@[^:\s]+:\S+$", value):
-        raise ConfigError(f"{value!r} is not a Matrix user id like '@ana:example.org'", path=path)
-
-
-def _check_member(value: str, path: str) -> None:
-    if value.startswith("@"):
-        _check_user(value, path)
-    elif not _MEMBER_EMAIL.match(value):
-        raise ConfigError(
-            f"{value!r} is neither a Matrix user id ('@ana:example.org') nor an email address",
-            path=path,
-        )
-
-
-@dataclass(frozen=True)
-class LibrarySettings:
-    """A library in a cohort: its name and the people (Matrix ids or emails) who represent it."""
-
-    name: str
-    members: tuple[str, ...] = ()
-
-    def validate(self, path: str) -> None:
-        if not self.name.strip():
-            raise ConfigError("a library needs a name", path=f"{path}.name")
-        for i, member in enumerate(self.members):
-            _check_member(member, f"{path}.members[{i}]")
-
-
-@dataclass(frozen=True)
-class ResourceSettings:
-    """A link pinned in a cohort room (toolbox pages, recordings, templates)."""
-
-    title: str
-    url: str
-
-    def validate(self, path: str) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError("expected an http:// or https:// URL", path=f"{path}.url")
-
-
-@dataclass(frozen=True)
-class CommunityRoomSettings:
-    """A network-wide room (announcements, webinars, help): a child of the space."""
-
-    room: str
-    name: str = ""
-    topic: str = ""
-
-    def validate(self, path: str) -> None:
-        _check_room(self.room, f"{path}.room")
-
-
-Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-
-
-@dataclass(frozen=True)
-class CommunitySettings:
-    space: str = ""
-    space_name: str = ""
-    space_topic: str = ""
-    rooms: tuple[CommunityRoomSettings, ...] = ()
-    facilitators: tuple[str, ...] = ()
-    facilitator_power: int = 50
-    join_rule: Literal["invite", "knock", "public"] = "knock"
-    manage_membership: bool = False
-    sync_on_start: bool = False
-    welcome: str = (
-        "Welcome to {cohort}, {name}! Introduce yourself and your library, and share what "
-        "you try with !update followed by a few lines."
-    )
-    update_window: Duration = Duration(hours=1)
-    weekly_prompt: bool = False
-    prompt_text: str = (
-        "What did your library try this week? Reply to this message and your answer is "
-        "shared with the network as a cohort update."
-    )
-    prompt_weekday: Weekday = "friday"
-    prompt_hour: int = 10
-
-    def validate(self, path: str) -> None:
-        if self.space:
-            _check_room(self.space, f"{path}.space")
-        for i, user in enumerate(self.facilitators):
-            _check_user(user, f"{path}.facilitators[{i}]")
-        if not 1 <= self.facilitator_power <= 99:
-            raise ConfigError(
-                "expected 1 to 99 (100 is the bot's own level)", path=f"{path}.facilitator_power"
-            )
-        if not 0 <= self.prompt_hour <= 23:
-            raise ConfigError("expected an hour from 0 to 23", path=f"{path}.prompt_hour")
-        import string
-
-        try:
-            names = {f for _, f, _, _ in string.Formatter().parse(self.welcome) if f is not None}
-        except ValueError as e:
-            raise ConfigError(f"broken placeholder: {e}", path=f"{path}.welcome") from e
-        unknown = sorted(names - _WELCOME_FIELDS)
-        if unknown:
-            raise ConfigError(
-                f"unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
-                "use {name}, {cohort} and {library}",
-                path=f"{path}.welcome",
-            )
-
-
-@dataclass(frozen=True)
-class WebinarSettings:
-    reminder_leads: tuple[str, ...] = ("1d", "1h")
-    grace: Duration = Duration(minutes=15)
-    duration: Duration = Duration(hours=1)
-
-    def validate(self, path: str) -> None:
-        from network.reminders import ReminderConfigError, parse_lead
-
-        for i, lead in enumerate(self.reminder_leads):
-            try:
-                parse_lead(lead)
-            except ReminderConfigError as e:
-                raise ConfigError(str(e), path=f"{path}.reminder_leads[{i}]") from e
 
 
 @dataclass(frozen=True)
@@ -660,7 +477,7 @@ class Settings:
                         path=f"routes[{i}].channels[{j}]",
                     )
         for name in self.channels:
-            _check_id(name, f"channels.{name}")
+            check_id(name, f"channels.{name}")
 
     @property
     def database_path(self) -> Path:
