@@ -1,0 +1,219 @@
+"""The assistance bot's rooms: sending into them, and what it knows of them and of people.
+
+Owns sending with retries (the same transaction id every time, so a retry is never a second
+post), display names and room labels, finding the configured team and help rooms and the
+rooms libhub created for the community, and what the bot knows of each room it is in: when
+it first joined, how many people are in, whether it is encrypted. From those it tells a
+direct chat (the bot and one person, in a room libhub did not make) from the rest. On
+joining a direct chat the bot greets the person once; an encrypted room, whose messages it
+cannot read, gets one warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from bots.messages import ENCRYPTED, GREETING, message, txn
+from network.errors import MatrixError, MatrixPermanent, MatrixRateLimited, MatrixUnavailable
+from network.settings import Settings
+
+if TYPE_CHECKING:
+    from network.matrix import MatrixGateway
+    from network.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoomInfo:
+    joined_ts: int
+    members: int
+    encrypted: bool
+
+
+class Rooms:
+    """The bot's side of Matrix; also what `bots.escalation` needs from the running bot."""
+
+    def __init__(self, settings: Settings, storage: Storage, matrix: MatrixGateway) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.matrix = matrix
+        self._names: dict[str, str] = {}
+        self._labels: dict[str, str] = {}
+        self._rooms: dict[str, RoomInfo] = {}
+        self._team_room: str | None = None
+        self._help_rooms: dict[str, str] = {}  # config ref -> room id
+        self._community_rooms: set[str] = set()  # the space, network and cohort rooms
+        self._resolve_after = 0.0  # loop time before which unresolved rooms are not retried
+
+    @property
+    def user_id(self) -> str:
+        return self.matrix.user_id
+
+    async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:
+        """Send with a few retries on rate limits and outages; the same ``txn_id`` every time."""
+        delay = 1.0
+        for attempt in range(4):
+            try:
+                return (await self.matrix.send(room_id, content, txn_id=txn_id)).event_id
+            except MatrixRateLimited as e:
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(min(e.retry_after, 30.0))
+            except MatrixUnavailable:
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def display_name(self, user_id: str) -> str:
+        if user_id not in self._names:
+            name = user_id[1:].split(":", 1)[0]
+            try:
+                data = await self.matrix._request(
+                    "GET",
+                    f"/_matrix/client/v3/profile/{quote(user_id, safe='')}/displayname",
+                    what=f"display name of {user_id}",
+                )
+                name = str(data.get("displayname") or name)
+            except MatrixError:
+                pass
+            if len(self._names) > 2000:
+                self._names.clear()
+            self._names[user_id] = name
+        return self._names[user_id]
+
+    async def room_label(self, room_id: str) -> str:
+        if room_id not in self._labels:
+            label = room_id
+            for event_type, key in (("m.room.canonical_alias", "alias"), ("m.room.name", "name")):
+                try:
+                    state = await self.matrix.room_state(room_id, event_type)
+                except MatrixError:
+                    state = None
+                if state and isinstance(state.get(key), str) and state[key]:
+                    label = str(state[key])
+                    break
+            self._labels[room_id] = label
+        return self._labels[room_id]
+
+    # -- the configured rooms ----------------------------------------------------------------
+
+    async def team_room(self) -> str | None:
+        await self.resolve()
+        return self._team_room
+
+    def is_team_room(self, room_id: str) -> bool:
+        """Whether ``room_id`` is the team room as last resolved (see `resolve`)."""
+        return room_id == self._team_room
+
+    def is_help_room(self, room_id: str) -> bool:
+        return room_id in self._help_rooms.values()
+
+    def resolved(self) -> bool:
+        """Whether every configured room has been found."""
+        a = self.settings.assistance
+        team_ok = not a.team_room or self._team_room is not None
+        return team_ok and all(ref in self._help_rooms for ref in a.help_rooms)
+
+    async def resolve(self) -> None:
+        """Find the community rooms, and the team and help rooms not found yet."""
+        a = self.settings.assistance
+        # Rooms libhub created for the community are never taken for direct chats.
+        self._community_rooms = {r.room_id for r in await self.storage.community_rooms()}
+        for cohort in self.settings.cohorts:
+            if (room_id := await self.storage.room_id_for(cohort.room)) is not None:
+                self._community_rooms.add(room_id)
+        now = asyncio.get_running_loop().time()
+        if not self.matrix.logged_in or now < self._resolve_after:
+            return
+        failed = False
+        if a.team_room and self._team_room is None:
+            try:
+                self._team_room = await self.matrix.resolve_room(a.team_room)
+            except MatrixError as e:
+                failed = True
+                log.warning("cannot use the team room %s: %s", a.team_room, e)
+        for ref in a.help_rooms:
+            if ref not in self._help_rooms:
+                try:
+                    self._help_rooms[ref] = await self.matrix.resolve_room(ref)
+                except MatrixError as e:
+                    failed = True
+                    log.warning("cannot use the help room %s: %s", ref, e)
+        if failed:
+            # Tried again a minute later, not on every event.
+            self._resolve_after = now + 60.0
+
+    # -- each room the bot is in -------------------------------------------------------------
+
+    def forget(self, room_id: str) -> None:
+        """Drop what is known of the room: its members changed."""
+        self._rooms.pop(room_id, None)
+
+    async def info(self, room_id: str) -> RoomInfo | None:
+        """When the bot joined, how many people are in, and whether it is encrypted."""
+        if room_id in self._rooms:
+            return self._rooms[room_id]
+        try:
+            members = await self.matrix._request(
+                "GET",
+                f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/members?membership=join",
+                what=f"members of {room_id}",
+            )
+        except MatrixPermanent:
+            return None  # not in the room (any more)
+        chunk = [e for e in members.get("chunk", []) if isinstance(e, dict)]
+        own = [e for e in chunk if e.get("state_key") == self.user_id]
+        if not own:
+            return None
+        row = await self.storage.bot_room(room_id)
+        joined_ts = row.joined_ts if row and row.joined_ts else int(own[0]["origin_server_ts"])
+        if row is None or row.joined_ts is None:
+            await self.storage.set_bot_room_joined(room_id, joined_ts)
+        encrypted = await self.matrix.room_state(room_id, "m.room.encryption") is not None
+        info = RoomInfo(joined_ts, len(chunk), encrypted)
+        if len(self._rooms) > 5000:
+            self._rooms.clear()
+        self._rooms[room_id] = info
+        if encrypted:
+            await self._warn_encrypted(room_id)
+        return info
+
+    def is_direct(self, room_id: str, info: RoomInfo) -> bool:
+        # Cohort rooms and the space start with two members too: they are not DMs.
+        special = (
+            room_id == self._team_room
+            or room_id in self._help_rooms.values()
+            or room_id in self._community_rooms
+        )
+        return not special and info.members <= 2
+
+    async def on_encrypted(self, room_id: str, info: RoomInfo) -> None:
+        """The room turned out to be encrypted (an encrypted event or the encryption state)."""
+        self._rooms[room_id] = replace(info, encrypted=True)
+        await self._warn_encrypted(room_id)
+
+    async def on_own_join(self, room_id: str, ev: dict[str, Any]) -> None:
+        """The bot joined: remember when, and greet the person in a new direct chat."""
+        await self.storage.set_bot_room_joined(room_id, int(ev.get("origin_server_ts", 0)))
+        self._rooms.pop(room_id, None)
+        info = await self.info(room_id)
+        if info is None or info.encrypted or not self.is_direct(room_id, info):
+            return
+        row = await self.storage.bot_room(room_id)
+        if row is not None and not row.greeted:
+            await self.send(room_id, message(GREETING), txn("greet", room_id))
+            await self.storage.set_room_flag(room_id, "greeted")
+
+    async def _warn_encrypted(self, room_id: str) -> None:
+        row = await self.storage.bot_room(room_id)
+        if row is not None and row.encryption_warned:
+            return
+        await self.send(room_id, message(ENCRYPTED), txn("e2ee", room_id))
+        await self.storage.set_room_flag(room_id, "encryption_warned")
