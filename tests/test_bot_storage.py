@@ -18,7 +18,8 @@ from bots.assistant import DEFAULT_TOOLBOX
 from network.app import Service
 from network.settings import parse_settings
 from network.storage import Storage
-from network.storage.cases import BotAnswer, CaseProgress, MessageKind, NewCase
+from network.storage.bot_events import BotAnswer
+from network.storage.cases import CaseProgress, MessageKind, NewCase
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

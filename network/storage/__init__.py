@@ -7,6 +7,7 @@ connection; other modules get typed records from it and never see a row or a cur
 from __future__ import annotations
 
 from network.storage.base import SCHEMA_VERSION, Database, from_iso, now_iso
+from network.storage.bot_events import BotEventStore
 from network.storage.cases import CaseStore
 from network.storage.cohorts import CommunityStore
 from network.storage.digest_runs import DigestRunStore
@@ -18,7 +19,14 @@ from network.storage.subscribers import SubscriberStore
 
 
 class Storage(
-    StateStore, FeedStore, OutboxStore, CommunityStore, CaseStore, SubscriberStore, DigestRunStore
+    StateStore,
+    FeedStore,
+    OutboxStore,
+    CommunityStore,
+    BotEventStore,
+    CaseStore,
+    SubscriberStore,
+    DigestRunStore,
 ):
     """The database of one libhub instance. Open with ``await Storage.open(path)``."""
 
