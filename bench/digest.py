@@ -201,7 +201,7 @@ async def prerendered(service: Any, now: datetime) -> list[bytes]:
     for i in range(len(TOPIC_SETS)):
         sub = await service.storage.subscriber_by_key(f"reader{i}@example.org")
         message = await service.digests.preview(sub)
-        from network.mail import build_message
+        from network.mail_message import build_message
 
         msg = build_message(
             sender="Prairie Libraries <news@prairie.example.org>",

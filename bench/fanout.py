@@ -33,7 +33,8 @@ from pathlib import Path
 import nio
 
 from network.channels import ChannelSender
-from network.delivery import Delivery, DeliveryPolicy
+from network.delivery import Delivery
+from network.delivery_state import DeliveryPolicy
 from network.devserver import DevHomeserver
 from network.matrix import MatrixGateway
 from network.render import matrix_content

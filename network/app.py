@@ -28,7 +28,8 @@ from feeds.parse import set_parse_concurrency
 from network.channels import ChannelSender, redact
 from network.cohort_updates import UPDATE_HELP, CohortUpdates, cohort_of_feed
 from network.cohorts import Community
-from network.delivery import Delivery, DeliveryPolicy
+from network.delivery import Delivery
+from network.delivery_state import DeliveryPolicy
 from network.digests import DigestRunner
 from network.matrix import MatrixGateway
 from network.poller import Poller

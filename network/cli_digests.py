@@ -33,7 +33,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from network.channels import ChannelSender
-from network.digests import DigestRunner, SendReport
+from network.digest_outcomes import SendReport
+from network.digests import DigestRunner
 from network.errors import ConfigError
 from network.postman import Postman
 from network.settings import Settings, secret

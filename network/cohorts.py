@@ -74,7 +74,9 @@ def smtp_mailer(settings: Settings) -> Mailer | None:
     """A mailer over the configured SMTP server (None when ``email.smtp_url`` is unset)."""
     if not settings.email.smtp_url:
         return None
-    from network.mail import SmtpSender, build_message, parse_smtp_url
+    from network.mail import SmtpSender
+    from network.mail_message import build_message
+    from network.mail_target import parse_smtp_url
 
     target = parse_smtp_url(settings.email.smtp_url)
     password = secret(target.password_env or settings.email.password_env)

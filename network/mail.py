@@ -1,19 +1,13 @@
-"""Outgoing email: building subscriber messages and sending them over pooled SMTP connections.
+"""Sending email over pooled SMTP connections: `SmtpSender` and the `SendResult` it returns.
 
-Owns three things:
+`SmtpSender` is a bounded pool of aiosmtplib connections that are reused across messages,
+re-opened when the server drops them and rotated after a number of messages. Every send
+returns a `SendResult` instead of raising, classified so the caller can act: a 5xx refusal
+of the recipient or the message is *permanent* (a bounce), while 4xx replies, connection
+trouble and problems on our side (authentication, sender refused) are *temporary*.
 
-* `build_message`: a multipart/alternative message (text, then HTML) with the headers bulk
-  mail needs to be accepted and unsubscribed from: ``List-Unsubscribe`` and
-  ``List-Unsubscribe-Post`` (RFC 8058 one-click), ``List-Id``, ``Auto-Submitted``,
-  ``Date`` and ``Message-ID``.
-* `parse_smtp_url`: ``smtp://``, ``smtps://`` and ``smtp+starttls://`` URLs into an
-  `SmtpTarget`. Passwords never live in the URL (it ends up in logs); the URL may name the
-  environment variable that holds one (``?password_env=NAME``).
-* `SmtpSender`: a bounded pool of aiosmtplib connections that are reused across messages,
-  re-opened when the server drops them and rotated after a number of messages. Every send
-  returns a `SendResult` instead of raising, classified so the caller can act: a 5xx refusal
-  of the recipient or the message is *permanent* (a bounce), while 4xx replies, connection
-  trouble and problems on our side (authentication, sender refused) are *temporary*.
+Messages are built in network/mail_message.py (`build_message`) and SMTP URLs parsed in
+network/mail_target.py (`parse_smtp_url`).
 
 aiosmtplib is asyncio-native, so nothing here blocks the event loop. Passwords are never
 logged or shown in a repr.
@@ -24,211 +18,29 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.policy import Policy
-from email.utils import format_datetime, make_msgid
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
 from network.errors import ConfigError
+from network.mail_target import SmtpTarget
+
+__all__ = [
+    "IDLE_CHECK_SECONDS",
+    "OnResult",
+    "RecipientRefusal",
+    "SendResult",
+    "SendStats",
+    "SmtpSender",
+]
 
 log = logging.getLogger(__name__)
 
-_SCHEMES = {
-    # scheme: (default port, implicit TLS, STARTTLS)
-    "smtp": (25, False, False),
-    "smtps": (465, True, False),
-    "smtp+starttls": (587, False, True),
-}
 # A pooled connection idle for longer than this is checked with NOOP before use: servers
 # drop idle clients, and finding out during MAIL FROM would cost the message a retry.
 IDLE_CHECK_SECONDS = 10.0
-_OWN_HEADERS = frozenset(
-    "from to subject date message-id list-unsubscribe list-unsubscribe-post list-id "
-    "auto-submitted mime-version content-type content-transfer-encoding".split()
-)
-
-
-# --- building messages ------------------------------------------------------------------
-
-
-class _VerbatimHeader(str):
-    """A header value that is folded only between list elements, never encoded.
-
-    The email package folds long unstructured headers by turning them into RFC 2047
-    encoded-words, which makes ``List-Unsubscribe`` URLs unreadable to mailbox providers.
-    RFC 2369 allows whitespace after the commas between ``<...>`` elements, so that is
-    the only place this header breaks a line.
-    """
-
-    name: str
-
-    def __new__(cls, name: str, value: str) -> _VerbatimHeader:
-        obj = super().__new__(cls, value)
-        obj.name = name
-        return obj
-
-    def fold(self, *, policy: Policy) -> str:
-        limit = policy.max_line_length or 998
-        elements = [e.strip() for e in str(self).split(",")]
-        lines = [f"{self.name}: {elements[0]}"]
-        for element in elements[1:]:
-            if len(lines[-1]) + 2 + len(element) > limit:
-                lines[-1] += ","
-                lines.append(f" {element}")
-            else:
-                lines[-1] += f", {element}"
-        return policy.linesep.join(lines) + policy.linesep
-
-
-def _header_safe(value: str, what: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"{what} must not contain line breaks: {value!r}")
-    return value
-
-
-def _ascii_uri(value: str, what: str) -> str:
-    _header_safe(value, what)
-    if not value.isascii() or any(c in value for c in " <>,\t"):
-        raise ValueError(f"{what} must be an ASCII URI without spaces, '<', '>' or ',': {value!r}")
-    # Each URI sits on a header line of its own at worst, and SMTP lines end at 998 octets.
-    if len(value) > 900:
-        raise ValueError(f"{what} is {len(value)} characters; keep it under 900")
-    return value
-
-
-def build_message(
-    *,
-    sender: str,
-    to: str,
-    subject: str,
-    text: str,
-    html: str | None,
-    list_unsubscribe_url: str | None,
-    list_unsubscribe_mailto: str | None,
-    list_id: str | None,
-    message_id_domain: str,
-    extra_headers: Mapping[str, str] | None = None,
-    date: datetime | None = None,
-) -> EmailMessage:
-    """An email ready for `SmtpSender.send`: text part, optional HTML alternative, list headers.
-
-    ``list_unsubscribe_url`` is the per-recipient one-click URL (https in production; RFC
-    8058 requires it for one-click) and adds ``List-Unsubscribe-Post``;
-    ``list_unsubscribe_mailto`` may be an address or a ``mailto:`` URI. ``list_id`` is
-    either a full ``Name <id>`` value or a bare id. ``date`` defaults to the current time.
-    Raises ValueError for header values with line breaks or malformed addresses.
-    """
-    msg = EmailMessage()
-    msg["From"] = _header_safe(sender, "sender")
-    msg["To"] = _header_safe(to, "recipient")
-    # Feed titles end up in subjects; collapsing whitespace keeps one tidy header line.
-    msg["Subject"] = " ".join(subject.split()) or "(no subject)"
-    msg["Date"] = format_datetime((date or datetime.now(UTC)).astimezone(UTC))
-    msg["Message-ID"] = make_msgid(domain=_header_safe(message_id_domain, "message_id_domain"))
-    msg["Auto-Submitted"] = "auto-generated"
-
-    unsubscribe: list[str] = []
-    if list_unsubscribe_url:
-        url = _ascii_uri(list_unsubscribe_url, "list_unsubscribe_url")
-        if not url.startswith(("https://", "http://")):
-            raise ValueError(f"list_unsubscribe_url must be an http(s) URL, got {url!r}")
-        unsubscribe.append(f"<{url}>")
-    if list_unsubscribe_mailto:
-        mailto = _ascii_uri(list_unsubscribe_mailto, "list_unsubscribe_mailto")
-        if not mailto.startswith("mailto:"):
-            mailto = f"mailto:{mailto}"
-        unsubscribe.append(f"<{mailto}>")
-    if unsubscribe:
-        msg["List-Unsubscribe"] = _VerbatimHeader("List-Unsubscribe", ", ".join(unsubscribe))
-    if list_unsubscribe_url:
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    if list_id:
-        list_id = _header_safe(list_id.strip(), "list_id")
-        msg["List-Id"] = list_id if "<" in list_id else f"<{list_id}>"
-
-    for name, value in (extra_headers or {}).items():
-        if name.lower() in _OWN_HEADERS:
-            raise ValueError(f"extra header {name!r} would replace one build_message sets")
-        msg[name] = _header_safe(value, f"header {name}")
-
-    msg.set_content(text)
-    if html is not None:
-        msg.add_alternative(html, subtype="html")
-    return msg
-
-
-# --- SMTP target ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SmtpTarget:
-    """Where and how to connect. Holds the *name* of the password variable, never a password."""
-
-    host: str
-    port: int
-    use_tls: bool
-    starttls: bool
-    username: str | None = None
-    password_env: str | None = None
-
-    def display(self) -> str:
-        """The target as a URL that is safe to log."""
-        scheme = "smtps" if self.use_tls else "smtp+starttls" if self.starttls else "smtp"
-        user = f"{self.username}@" if self.username else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{user}{host}:{self.port}"
-
-
-def parse_smtp_url(url: str) -> SmtpTarget:
-    """Parse ``smtp://[user@]host[:port][?password_env=NAME]`` (also ``smtps``,
-    ``smtp+starttls``). Raises ConfigError with a message that never repeats a password."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as e:
-        raise ConfigError(f"cannot parse the SMTP URL: {e}", path="email.smtp_url") from e
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise ConfigError(
-            f"unsupported SMTP URL scheme {scheme!r}: expected smtp://host:port, "
-            "smtps://host:port or smtp+starttls://host:port",
-            path="email.smtp_url",
-        )
-    if parts.password is not None:
-        raise ConfigError(
-            "the SMTP URL must not contain a password (URLs end up in logs): put it in an "
-            "environment variable and add ?password_env=NAME",
-            path="email.smtp_url",
-        )
-    if not parts.hostname:
-        raise ConfigError("the SMTP URL has no host name", path="email.smtp_url")
-    if parts.path not in ("", "/") or parts.fragment:
-        raise ConfigError("the SMTP URL must not have a path or fragment", path="email.smtp_url")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"password_env"})
-    if unknown:
-        raise ConfigError(
-            f"unknown SMTP URL parameter(s) {', '.join(unknown)}: only password_env is supported",
-            path="email.smtp_url",
-        )
-    password_env = query.get("password_env", [""])[-1] or None
-    default_port, use_tls, starttls = _SCHEMES[scheme]
-    return SmtpTarget(
-        host=parts.hostname,
-        port=port or default_port,
-        use_tls=use_tls,
-        starttls=starttls,
-        username=unquote(parts.username) if parts.username else None,
-        password_env=password_env,
-    )
-
-
-# --- sending ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

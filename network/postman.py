@@ -28,7 +28,9 @@ from network import tokens
 from network.channels import ChannelSender, fit_post, post_limit
 from network.digest_render import DEFAULT_TEMPLATES_DIR, RenderedMessage
 from network.errors import ConfigError, DeliveryError
-from network.mail import SendResult, SmtpSender, build_message, parse_smtp_url
+from network.mail import SendResult, SmtpSender
+from network.mail_message import build_message
+from network.mail_target import parse_smtp_url
 from network.settings import Settings, secret
 from network.storage.subscribers import SubscribeRequest
 

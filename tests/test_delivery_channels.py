@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from network.app import Service
-from network.delivery import DeliveryPolicy
+from network.delivery_state import DeliveryPolicy
 from network.devserver import DevUser, free_port
 from tests.publisher import FeedItem, Publisher, rss
 from tests.test_delivery_kit import drain, settings_for

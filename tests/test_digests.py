@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from network.confload import Duration
-from network.digests import bounce_score, retry_delay
+from network.digest_outcomes import bounce_score, retry_delay
 from network.mailsink import MailSink
 from network.tokens import verify_token
 from tests.digestkit import (

@@ -1,0 +1,94 @@
+"""What a digest send's outcome costs: the send report, bounce scores and retry backoff.
+
+A permanent refusal (5xx) adds to the address's bounce score (once a day at most);
+reaching ``digests.bounce_threshold`` suspends the subscription. Temporary failures are
+retried with backoff up to ``digests.retry_limit`` attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from network.mail import SendResult
+from network.settings import DigestSettings
+from network.storage import Storage
+from network.storage.subscribers import DigestRun, Subscriber
+
+# The runner's logger, as before this module was split out of network/digests.py.
+log = logging.getLogger("network.digests")
+
+
+def bounce_score(
+    score: float, last_bounce: datetime | None, now: datetime, stale_after: timedelta
+) -> float:
+    """The score after one more permanent failure: +1, at most once per UTC day, and
+    starting again from 0 when the last bounce is older than ``stale_after``."""
+    if last_bounce is not None and now - last_bounce > stale_after:
+        return 1.0
+    if last_bounce is not None and last_bounce.date() == now.astimezone(UTC).date() and score:
+        return score
+    return score + 1.0
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """1 minute after the first failure, doubling, at most an hour."""
+    return timedelta(seconds=min(3600, 60 * 2 ** max(0, attempts - 1)))
+
+
+@dataclass
+class SendReport:
+    """Counts of one `DigestRunner.send_pending` call."""
+
+    sent: int = 0
+    permanent: int = 0
+    temporary: int = 0
+    dropped: int = 0
+    suspended: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.permanent + self.temporary + self.dropped
+
+
+async def record_result(
+    storage: Storage,
+    limits: DigestSettings,
+    run: DigestRun,
+    sub: Subscriber,
+    result: SendResult,
+    report: SendReport,
+    *,
+    now: datetime,
+) -> None:
+    """Write what one send did to the run (and, for a bounce, to the subscriber)."""
+    if result.ok:
+        await storage.run_sent(run, now=now)
+        report.sent += 1
+        return
+    if result.permanent:
+        score = bounce_score(sub.bounce_score, sub.last_bounce_at, now, limits.bounce_stale_after)
+        suspend = score >= limits.bounce_threshold
+        await storage.record_bounce(
+            sub.id, score=score, now=now, suspend=suspend, error=result.detail
+        )
+        await storage.run_finished(run, status="failed", error=result.detail)
+        report.permanent += 1
+        if suspend:
+            report.suspended += 1
+            log.warning(
+                "subscriber %d suspended after bounces (score %.1f): %s",
+                sub.id,
+                score,
+                result.detail,
+            )
+        return
+    report.temporary += 1
+    attempts = run.attempts + 1
+    if attempts >= limits.retry_limit:
+        await storage.run_finished(
+            run, status="failed", error=f"gave up after {attempts} attempts: {result.detail}"
+        )
+    else:
+        await storage.run_retry(run, error=result.detail, next_attempt=now + retry_delay(attempts))
