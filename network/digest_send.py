@@ -77,6 +77,10 @@ class DigestSender:
         self.lease = lease
         self.batch = batch
         self._inflight: set[asyncio.Task[None]] = set()
+        # The loop's state (network/digests.py): woken by new items, purges, config trouble.
+        self._wake = asyncio.Event()
+        self._last_purge: datetime | None = None
+        self._config_problem = ""
 
     # -- rendering ---------------------------------------------------------------------------
 

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from network.digest_outcomes import SendReport
 from network.digest_plan import PlannedRun, due_claims
 from network.digest_render import RenderedMessage
-from network.digest_send import DigestSender, utcnow
+from network.digest_send import DigestSender
 from network.errors import ConfigError
-from network.settings import Settings
-from network.storage import Item, ItemInput, Storage
+from network.storage import Item, ItemInput
 from network.storage.subscribers import Subscriber
-from network.subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +33,6 @@ CLAIM_CHUNK = 500
 
 class DigestRunner(DigestSender):
     """Plans and sends digests and notices. ``wake()`` after new items were queued."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        storage: Storage,
-        subscriptions: Subscriptions,
-        *,
-        clock: Callable[[], datetime] = utcnow,
-        lease: timedelta = timedelta(minutes=10),
-        batch: int = 500,
-    ) -> None:
-        super().__init__(settings, storage, subscriptions, clock=clock, lease=lease, batch=batch)
-        self._wake = asyncio.Event()
-        self._last_purge: datetime | None = None
-        self._config_problem = ""
 
     # -- hooks -------------------------------------------------------------------------------
 
