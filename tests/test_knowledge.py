@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLBOX = ROOT / "config" / "toolbox"
 QUESTIONS = Path(__file__).resolve().parent / "data" / "kb_questions.toml"
 HELDOUT = Path(__file__).resolve().parent / "data" / "kb_heldout.toml"
+FRESH = Path(__file__).resolve().parent / "data" / "kb_fresh.toml"
 
 # The fixed page list: bot answers, `libhub ask --json` and these tests name pages by slug.
 SLUGS = (
@@ -247,6 +248,28 @@ def test_retrieval_accuracy(
         summary + "\n" + "\n".join(held_score.misses)
     )
     assert all(s.top3 >= s.top1 for s in scores)
+
+
+def test_fresh_batch_from_someone_who_never_saw_the_pages(
+    kb: KnowledgeBase, record_property: Callable[[str, object], None]
+) -> None:
+    """kb_fresh.toml was written after the tuning above, from the page list and the toolbox
+    facts only: the nearest thing here to librarians' own questions."""
+    data = tomllib.loads(FRESH.read_text(encoding="utf-8"))
+    cases, oos = data["question"], data["out_of_scope"]
+    assert len(cases) >= 150 and len(oos) >= 30
+    assert {c["slug"] for c in half(cases, "test")} <= set(SLUGS)
+    lines = []
+    for split in ("tune", "test"):
+        s = score(kb, f"kb_fresh {split} half", half(cases, split))
+        _, recall, leaks = escalation(kb, half(cases, split), half(oos, split))
+        lines.append(f"knowledge base {s.line()}; out-of-scope escalated {recall:.1%}")
+        record_property(f"fresh_{split}_top1", round(s.top1 / s.total, 4))
+        assert len(leaks) <= MAX_HELDOUT_LEAKS, leaks
+    whole = score(kb, "kb_fresh both halves", cases)
+    lines.append(f"knowledge base {whole.line()}")
+    print("\n".join(lines))
+    assert whole.top1 >= MIN_TOP1 * whole.total, "\n".join([*lines, *whole.misses])
 
 
 def test_heldout_set_is_written_like_staff_ask(heldout: dict[str, list[dict[str, str]]]) -> None:
