@@ -151,7 +151,17 @@ class Fetcher:
             # Host first, then the global slot: a feed waiting for its busy host must not
             # hold one of the global slots meanwhile.
             async with semaphore, self._overall:
-                return await self._fetch(url, etag, last_modified, previous_hash, now)
+                try:
+                    return await self._fetch(url, etag, last_modified, previous_hash, now)
+                except FetchError as e:
+                    if e.status != 403:
+                        raise
+                    # Some firewalls refuse any client that does not look like a browser.
+                    # Ask once more with a compatible User-Agent that still names libhub
+                    # and its contact page (lemon24/reader's ua_fallback does the same).
+                    return await self._fetch(
+                        url, etag, last_modified, previous_hash, now, fallback_ua=True
+                    )
         finally:
             semaphore, users = self._hosts[host]
             if users <= 1:
@@ -166,8 +176,11 @@ class Fetcher:
         last_modified: str | None,
         previous_hash: str | None,
         now: datetime | None,
+        *,
+        fallback_ua: bool = False,
     ) -> FetchResult:
-        headers = {"User-Agent": self._user_agent, "Accept": ACCEPT}
+        agent = f"Mozilla/5.0 (compatible; {self._user_agent})" if fallback_ua else self._user_agent
+        headers = {"User-Agent": agent, "Accept": ACCEPT}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:

@@ -79,6 +79,7 @@ def build_app(gate: Gate | None = None) -> web.Application:
         )
 
     async def status(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
         code = int(request.match_info["code"])
         headers = {}
         if "retry" in request.query:
@@ -152,6 +153,15 @@ def build_app(gate: Gate | None = None) -> web.Application:
     app.router.add_get("/bomb", gz_bomb)
     app.router.add_get("/html", html_page)
     app.router.add_get("/hold", hold)
+
+    async def browsers_only(request: web.Request) -> web.Response:
+        # A firewall in front of a publisher that refuses clients not claiming Mozilla.
+        seen.append(dict(request.headers))
+        if not request.headers.get("User-Agent", "").startswith("Mozilla/5.0"):
+            return web.Response(status=403, text="Forbidden")
+        return web.Response(body=FEED, content_type="application/rss+xml")
+
+    app.router.add_get("/browsers-only", browsers_only)
     return app
 
 
@@ -264,6 +274,22 @@ async def test_permanent_http_errors(
     error = caught.value
     assert error.transient is False and error.status == code and error.url == url
     assert error.gone is (code == 410)
+
+
+async def test_403_from_a_browser_only_firewall_is_asked_once_more(
+    server: TestServer, session: aiohttp.ClientSession
+) -> None:
+    result = await fetcher(session).fetch(str(server.make_url("/browsers-only")))
+    assert result.body == FEED
+    first, second = [h["User-Agent"] for h in server.app[STATE].seen]
+    assert first == UA
+    # The second ask still names libhub and its contact page.
+    assert second == f"Mozilla/5.0 (compatible; {UA})"
+    # A plain 403 is asked twice, then reported; never more.
+    server.app[STATE].seen.clear()
+    with pytest.raises(FetchError, match="refuses access"):
+        await fetcher(session).fetch(str(server.make_url("/status/403")))
+    assert len(server.app[STATE].seen) == 2
 
 
 async def test_slow_server_hits_read_timeout(
