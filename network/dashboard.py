@@ -5,7 +5,8 @@ valid ``dashboard.token_ttl``, usable once: its nonce is recorded when exchanged
 link opens a page with a button; only the POST exchanges the token, because mail and
 chat link scanners prefetch GET links. The exchange sets a session cookie that is itself
 a signed token (purpose ``dashboard-session``): HttpOnly, SameSite=Strict, Secure on
-https, scoped to ``/dashboard``. Every form carries a CSRF token bound to the session
+https, scoped to ``/dashboard``. Coordinators may instead log in with their Matrix account
+(network/dashboard_matrix_login.py); both end in the same session cookie. Every form carries a CSRF token bound to the session
 (HMAC of the session's nonce) and POSTs with a foreign ``Origin`` are refused.
 
 Pages: overview (feed health, outbox counts, open assistance cases and their age,
@@ -127,7 +128,7 @@ def _redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def _service(request: web.Request) -> Service:
+def service_of(request: web.Request) -> Service:
     from network.web import SERVICE
 
     return request.app[SERVICE]
@@ -144,7 +145,7 @@ def _session(request: web.Request, key: bytes) -> Session | None:
     return Session(claims.subject, claims.nonce, csrf_token(key, claims.nonce))
 
 
-def _same_origin(request: web.Request) -> bool:
+def same_origin(request: web.Request) -> bool:
     origin = request.headers.get("Origin")
     if not origin or origin == "null":
         return origin is None
@@ -158,7 +159,7 @@ def _page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse
     """Wrap a page: secret configured, a valid session, and for POST a same-origin CSRF."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        service = _service(request)
+        service = service_of(request)
         try:
             key = dashboard_secret(service.settings)
         except DashboardUnavailable as e:
@@ -172,7 +173,7 @@ def _page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse
                 )  # fmt: skip
             form = await request.post()
             given = str(form.get("csrf", ""))
-            if not _same_origin(request) or not hmac.compare_digest(given, session.csrf):
+            if not same_origin(request) or not hmac.compare_digest(given, session.csrf):
                 return _render(
                     "dashboard_message.html.j2", 403, title="Refused",
                     text="The form was not sent from this dashboard. Reload the page and "
@@ -188,33 +189,59 @@ def _page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse
 # -- login -----------------------------------------------------------------------------------
 
 
+def login_page(request: web.Request, status: int = 200, **context: Any) -> web.Response:
+    """The login page: a token form, and a Matrix account form when that is on."""
+    settings = service_of(request).settings
+    context.setdefault("token", "")
+    context.setdefault("error", "")
+    context.setdefault("matrix_error", "")
+    context.setdefault("matrix_user", "")
+    return _render(
+        "dashboard_login.html.j2",
+        status,
+        matrix_login=matrix_login_enabled(settings),
+        homeserver=settings.matrix.homeserver,
+        **context,
+    )
+
+
+def matrix_login_enabled(settings: Settings) -> bool:
+    return settings.dashboard.matrix_login and bool(settings.assistance.coordinators)
+
+
 async def login_form(request: web.Request) -> web.Response:
-    token = request.query.get("token", "")
-    return _render("dashboard_login.html.j2", token=token, error="")
+    return login_page(request, token=request.query.get("token", ""))
 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
-    service = _service(request)
+    service = service_of(request)
     try:
         key = dashboard_secret(service.settings)
     except DashboardUnavailable as e:
         return _render("dashboard_message.html.j2", 503, title="Dashboard off", text=str(e))
-    if not _same_origin(request):
-        return _render("dashboard_login.html.j2", 403, token="", error="Refused: foreign form.")
+    if not same_origin(request):
+        return login_page(request, 403, error="Refused: foreign form.")
     form = await request.post()
     token = str(form.get("token", "")).strip()
     now = datetime.now(UTC)
     try:
         claims = verify_token(key, token, purpose=PURPOSE_DASHBOARD, now=now)
     except TokenError as e:
-        return _render("dashboard_login.html.j2", 401, token="", error=str(e))
+        return login_page(request, 401, error=str(e))
     if not await service.storage.use_login_nonce(claims.nonce, claims.subject, now):
-        return _render(
-            "dashboard_login.html.j2", 401, token="",
+        return login_page(
+            request, 401,
             error="This login link was already used. Ask for a new one (libhub admin token).",
         )  # fmt: skip
+    return start_session(service, key, claims.subject, now, how="login token")
+
+
+def start_session(
+    service: Service, key: bytes, subject: str, now: datetime, *, how: str
+) -> web.Response:
+    """Send the browser to the overview with a fresh session cookie for ``subject``."""
     ttl: timedelta = service.settings.dashboard.session_ttl
-    session = sign_token(key, purpose=SESSION_PURPOSE, subject=claims.subject, now=now, ttl=ttl)
+    session = sign_token(key, purpose=SESSION_PURPOSE, subject=subject, now=now, ttl=ttl)
     resp = _redirect(PREFIX)
     resp.set_cookie(
         COOKIE,
@@ -225,7 +252,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         samesite="Strict",
         secure=service.settings.web.public_url.startswith("https://"),
     )
-    log.info("dashboard login by %s", claims.subject)
+    log.info("dashboard login by %s (%s)", subject, how)
     return resp
 
 
@@ -390,6 +417,10 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
         return
     app.router.add_get(f"{PREFIX}/login", login_form)
     app.router.add_post(f"{PREFIX}/login", login_submit)
+    if matrix_login_enabled(settings):
+        from network.dashboard_matrix_login import setup_matrix_login
+
+        setup_matrix_login(app)
     app.router.add_post(f"{PREFIX}/logout", _page(_logout))
     app.router.add_get(PREFIX, _page(_overview))
     app.router.add_get(f"{PREFIX}/outbox", _page(_outbox))

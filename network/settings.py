@@ -416,6 +416,7 @@ class DashboardSettings:
     enabled: bool = True
     token_ttl: Duration = Duration(hours=24)
     session_ttl: Duration = Duration(hours=12)
+    matrix_login: bool = True
 
     def validate(self, path: str) -> None:
         if self.session_ttl < timedelta(minutes=5):
