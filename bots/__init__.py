@@ -1,0 +1,1 @@
+"""The assistance bot: toolbox knowledge base, commands and the Need Assistance team."""

@@ -1,0 +1,1 @@
+"""A feed library with no service state: fetch, parse, sanitize, classify, schedule."""

@@ -1,0 +1,1 @@
+"""The libhub service: settings, storage, Matrix, delivery, digests, web and the CLI."""

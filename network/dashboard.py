@@ -6,8 +6,9 @@ link opens a page with a button; only the POST exchanges the token, because mail
 chat link scanners prefetch GET links. The exchange sets a session cookie that is itself
 a signed token (purpose ``dashboard-session``): HttpOnly, SameSite=Strict, Secure on
 https, scoped to ``/dashboard``. Coordinators may instead log in with their Matrix account
-(network/dashboard_matrix_login.py); both end in the same session cookie. Every form carries a CSRF token bound to the session
-(HMAC of the session's nonce) and POSTs with a foreign ``Origin`` are refused.
+(network/dashboard_matrix_login.py); both end in the same session cookie. Every form
+carries a CSRF token bound to the session (HMAC of the session's nonce) and POSTs with a
+foreign ``Origin`` are refused.
 
 Pages: overview (feed health, outbox counts, open assistance cases and their age,
 subscribers by topic and frequency, recent digest rounds, cohorts and their members) and
