@@ -213,7 +213,7 @@ def _find_start(text: str, default_tz: str, reference: datetime | None) -> datet
     if iso:
         try:
             return datetime.fromisoformat(iso.group(0).replace("Z", "+00:00")).astimezone(UTC)
-        except ValueError:
+        except (ValueError, OverflowError):  # "9999-12-31T23:00-05:00" is past datetime.max
             pass
     found = sorted(
         (m for pattern in _DATES for m in pattern.finditer(text)), key=lambda m: m.start()
@@ -244,7 +244,10 @@ def _find_start(text: str, default_tz: str, reference: datetime | None) -> datet
         zone_key = zone_word.split(" ")[0] if zone_word else ""
         tz_name = _ZONE_BY_NAME.get(zone_key, default_tz) if zone_key else default_tz
         local = datetime(day_date.year, day_date.month, day_date.day, *hm, tzinfo=ZoneInfo(tz_name))
-        return local.astimezone(UTC)
+        try:
+            return local.astimezone(UTC)
+        except OverflowError:  # a date at the very end of year 9999
+            continue
     return None
 
 

@@ -61,7 +61,10 @@ def _utc_from_parts(
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return _sane(parsed.astimezone(UTC))
+    try:
+        return _sane(parsed.astimezone(UTC))
+    except OverflowError:  # "31 Dec 9999 23:00 -0500" is past datetime.max in UTC
+        return None
 
 
 def fallback_date(raw: str, month_first: bool, notes: dict[str, str]) -> datetime | None:

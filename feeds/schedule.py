@@ -111,7 +111,10 @@ def parse_http_date(value: str | None) -> datetime | None:
     if parsed.tzinfo is None:
         # HTTP dates are always GMT; email.utils leaves "-0000" naive.
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # a date at the very end of year 9999 with a negative offset
+        return None
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:

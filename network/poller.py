@@ -169,23 +169,32 @@ class Poller:
                 progress(outcome)
             return outcome
 
-        outcomes = await asyncio.gather(*(one(f, s) for f, s in due))
+        results = await asyncio.gather(*(one(f, s) for f, s in due), return_exceptions=True)
+        outcomes: list[PollOutcome] = []
+        for (feed, _), result in zip(due, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancellation and the like
+                log.error("feed %s: poll failed", feed.id, exc_info=result)
+            else:
+                outcomes.append(result)
         if any(o.queued for o in outcomes):
             self.on_queued()
         if any(o.new for o in outcomes):
             for cycle_hook in self.cycle_hooks:
                 cycle_hook()
-        return list(outcomes)
+        return outcomes
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.prepare()
         try:
             while not stop.is_set():
+                wait = 30.0  # after a failed cycle (the database, say): not at once
                 try:
                     await self.poll_due()
+                    wait = await self._seconds_to_next_due()
                 except Exception:
-                    log.exception("poll cycle failed; trying again shortly")
-                wait = await self._seconds_to_next_due()
+                    log.exception("poll cycle failed; trying again in %g s", wait)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=wait)
                 except TimeoutError:
@@ -197,7 +206,14 @@ class Poller:
 
     async def _seconds_to_next_due(self) -> float:
         now = self.clock()
-        times = [s.next_check for s in await self.storage.feed_states() if s.status != "gone"]
+        # Only configured feeds: a feed taken out of the config keeps its row (its items
+        # and history) but is never due again.
+        configured = {f.id for f in self.settings.feeds}
+        times = [
+            s.next_check
+            for s in await self.storage.feed_states()
+            if s.status != "gone" and s.id in configured
+        ]
         pending = [t for t in times if t is not None]
         if len(pending) < len(times):
             return 0.5
@@ -238,6 +254,18 @@ class Poller:
             return await self._failed(feed, state, failure, now)
         try:
             return await self._fetched(feed, state, result, now)
+        except Exception as e:
+            # A bug met by one feed's content must not stop the cycle or make this feed
+            # be fetched again at once: it backs off like any failing feed, and says why.
+            if isinstance(e, FeedError):
+                problem = e
+            else:
+                log.exception("feed %s: processing failed", feed.id)
+                problem = FeedError(
+                    f"{state.url}: libhub could not process this feed ({type(e).__name__}: "
+                    f"{e}); it will try again later. Please report this with the feed's address."
+                )
+            return await self._failed(feed, state, problem, now)
         finally:
             if budget is not None and held:
                 await budget.release(held)

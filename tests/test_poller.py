@@ -244,3 +244,73 @@ async def test_configured_kind_rules_and_webinar_times(rig: Rig) -> None:
     assert kinds["w"] == ("webinar", datetime(2026, 12, 8, 19, 0, tzinfo=UTC))
     assert kinds["c"][0] == "cohort-update"
     assert kinds["n"] == ("news", None)
+
+
+async def test_a_date_at_the_end_of_time_is_no_start_and_harms_nothing(rig: Rig) -> None:
+    rig.pub.documents["f.xml"] = doc(
+        FeedItem("w", "Webinar: end of time", summary="Join us December 31, 9999 at 11 PM PT."),
+        FeedItem("x", "Webinar: ISO", summary="Starts 9999-12-31T23:00-05:00."),
+    )
+    assert await rig.poll() == "ok"
+    items = await rig.storage.items_by_id([1, 2])
+    assert {i.key: i.event_start for i in items.values()} == {"w": None, "x": None}
+
+
+async def test_a_feed_that_trips_a_bug_backs_off_and_the_others_go_on(
+    rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import network.poller as poller_module
+
+    real_enrich = poller_module.enrich
+
+    def enrich(item, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if item.title == "Poison":
+            raise RuntimeError("a bug this item happens to trip")
+        return real_enrich(item, *args, **kwargs)
+
+    monkeypatch.setattr(poller_module, "enrich", enrich)
+    rig.pub.documents["f.xml"] = doc(FeedItem("p", "Poison"))
+    rig.pub.documents["g.xml"] = doc(A)
+    settings = parse_settings(
+        f"""
+[matrix]
+homeserver = "http://127.0.0.1:1"
+user_id = "@bot:localhost"
+password_env = "X"
+[[feeds]]
+id = "f"
+url = "{rig.pub.url("f.xml")}"
+rooms = ["!room:localhost"]
+[[feeds]]
+id = "g"
+url = "{rig.pub.url("g.xml")}"
+rooms = ["!room:localhost"]
+""",
+        base_dir=tmp_path,
+    )
+    rig.poller.settings = settings
+    await rig.poller.prepare()
+    outcomes = {o.feed_id: o for o in await rig.poller.poll_due(force=True)}
+    assert outcomes["g"].status == "ok" and outcomes["g"].new == 1
+    assert outcomes["f"].status == "failing"
+    assert "could not process this feed (RuntimeError" in str(outcomes["f"].error)
+    state = await rig.storage.feed_state("f")
+    assert state is not None and state.next_check is not None
+    assert state.next_check >= T0 + timedelta(seconds=30)  # backs off, not at once
+    assert await rig.poller._seconds_to_next_due() > 1
+
+
+async def test_a_feed_taken_out_of_the_config_is_never_due_again(rig: Rig, tmp_path: Path) -> None:
+    rig.pub.documents["f.xml"] = doc(A)
+    await rig.poll()
+    await rig.storage.update_feed("f", next_check=None)  # as an old row may hold
+    rig.poller.settings = parse_settings(
+        """
+[matrix]
+homeserver = "http://127.0.0.1:1"
+user_id = "@bot:localhost"
+password_env = "X"
+""",
+        base_dir=tmp_path,
+    )
+    assert await rig.poller._seconds_to_next_due() == 60.0
