@@ -120,6 +120,8 @@ class RoomLanes(MessagePlanning):
         for _ in range(5):  # an upgraded room can be upgraded again
             try:
                 state = await self.matrix.room_state(current, "m.room.tombstone")
+            except MatrixAuthError:
+                raise
             except MatrixPermanent:
                 state = None  # no longer allowed to read it: nothing to follow
             replacement = (state or {}).get("replacement_room")
@@ -127,6 +129,8 @@ class RoomLanes(MessagePlanning):
                 break
             try:
                 await self.matrix.join(replacement)
+            except MatrixAuthError:
+                raise
             except MatrixPermanent as e:
                 raise MatrixPermanent(
                     f"room {current} was upgraded to {replacement}, but the bot cannot join it "
@@ -198,6 +202,11 @@ class RoomLanes(MessagePlanning):
         if e.errcode in _ROOM_LEVEL:
             try:
                 moved = await self.follow_upgrade(room_id)
+            except MatrixAuthError as auth:
+                assert self.matrix is not None
+                self.matrix.mark_logged_out(str(auth))
+                await self._retry(unit, str(auth), self.policy.login_wait)
+                return _Step(stop_after=self.policy.login_wait)
             except MatrixPermanent as e2:
                 e, moved = e2, None
             except MatrixError:

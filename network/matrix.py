@@ -205,6 +205,8 @@ class MatrixGateway:
                     what=f"resolve {ref}",
                 )
                 room_id = str(answer["room_id"])
+            except MatrixAuthError:
+                raise  # the token, not the room: the caller logs in again and retries
             except MatrixPermanent as e:
                 allowed = self.settings.create_rooms if create is None else create
                 if e.errcode != "M_NOT_FOUND" or not allowed:
@@ -264,6 +266,8 @@ class MatrixGateway:
         )
         try:
             return await self._request("GET", path, what=f"read {event_type} of {room_id}")
+        except MatrixAuthError:
+            raise
         except MatrixPermanent as e:
             if e.errcode == "M_NOT_FOUND":
                 return None

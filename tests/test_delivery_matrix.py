@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import nio
 import pytest
 
@@ -23,6 +25,7 @@ from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.publisher import FeedItem, Publisher, rss
 from tests.test_delivery_kit import BOT_ENV, by_url, config_text, drain, settings_for, started
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.synapse
 
@@ -308,6 +311,42 @@ async def test_webinar_post_shows_the_start_in_the_network_zone(
     assert "When: Tue 01 Dec 2026, 10:00 EST (15:00 UTC)" in post["content"]["body"]
 
 
+async def test_expired_token_while_resolving_a_room_is_a_login_not_a_lost_room(
+    synapse: DevHomeserver, bot: DevUser, reader: MatrixReader, publisher: Publisher, tmp_path: Path
+) -> None:
+    alias_name = f"tok{bot.user_id[5:].split(':')[0]}"
+    room_id = await reader.create_room(alias_name)
+    alias = f"#{alias_name}:{synapse.server_name}"
+    publisher.documents["f.xml"] = rss("F", [FeedItem("t1", "After the new login")])
+    service = await started(
+        settings_for(tmp_path, synapse.url, bot, publisher.url("f.xml"), [alias])
+    )
+    try:
+        await service.poller.poll_due()
+        # The bot's token dies (an admin logged its devices out) before the alias is known.
+        token = service.matrix.client.access_token
+        async with aiohttp.ClientSession() as http:
+            await http.post(
+                f"{synapse.url}/_matrix/client/v3/logout/all",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        await service.delivery.run_once()
+        counts = await service.storage.outbox_counts()
+        assert counts["failed"] == 0, "a dead token must not fail the room's messages"
+        assert not service.matrix.logged_in
+        await service.matrix.login()  # what the sync loop does next
+        await eventually(lambda: _delivered(service), within=60, what="the message after login")
+    finally:
+        await service.close()
+    msgs = await reader.messages(room_id, sender=bot.user_id)
+    assert [m["content"]["body"].count("After the new login") for m in msgs] == [1]
+
+
+async def _delivered(service: Any) -> bool:
+    await drain(service)
+    return (await service.storage.outbox_counts())["sent"] == 1
+
+
 async def test_room_upgrade_is_followed(
     synapse: DevHomeserver, bot: DevUser, reader: MatrixReader, publisher: Publisher, tmp_path: Path
 ) -> None:
@@ -395,3 +434,33 @@ async def test_permanent_failures_stop_and_are_reported(
     assert status["outbox"]["failed"] == 6
     targets = {f["target"] for f in status["failed_deliveries"]}
     assert {forbidden, missing, "broken"} <= targets
+
+
+async def test_a_rejected_token_on_an_alias_lookup_stays_an_auth_error(tmp_path: Path) -> None:
+    """Servers that check the token on directory lookups answer 401 there: that is a login
+    to redo, never "the room does not exist" (which would fail the room's messages)."""
+    from network.errors import MatrixAuthError
+    from network.matrix import MatrixGateway, _error_from
+    from network.settings import parse_settings
+    from network.storage import Storage
+
+    storage = await Storage.open(tmp_path / "db.sqlite")
+    settings = parse_settings(
+        '[matrix]\nhomeserver = "http://127.0.0.1:9"\nuser_id = "@bot:localhost"\n'
+        'password_env = "UNUSED"\n',
+        base_dir=tmp_path,
+    )
+    gateway = MatrixGateway(settings.matrix, storage, password=None, access_token=None)
+
+    async def rejected(*_args: Any, what: str, **_kwargs: Any) -> dict[str, Any]:
+        raise _error_from(401, {"errcode": "M_UNKNOWN_TOKEN", "error": "expired"}, None, what)
+
+    gateway._request = rejected  # type: ignore[method-assign]
+    try:
+        with pytest.raises(MatrixAuthError):
+            await gateway.resolve_room("#news:localhost")
+        with pytest.raises(MatrixAuthError):
+            await gateway.room_state("!r:localhost", "m.room.tombstone")
+    finally:
+        await gateway.close()
+        await storage.close()
