@@ -12,6 +12,7 @@ network/mail.py): apprise's mailto plugin sleeps 5.5 s between messages.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import unicodedata
@@ -55,11 +56,19 @@ def scheme_of(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
 
 
+@functools.lru_cache(maxsize=256)
 def redact(url: str) -> str:
-    """A channel URL fit for a log line or a status page: scheme and host only."""
-    scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    return f"{scheme}://{host}/…" if rest else url
+    """A channel URL fit for a log line or a status page: scheme and host, with apprise's
+    own masking of whatever part is the secret (a Telegram bot token is the "host")."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return "(not a URL)"
+    plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    shown = plugin.url(privacy=True) if plugin else ""
+    _, _, masked = str(shown).partition("://")
+    # Paths and queries (chat ids, ntfy topics, webhook paths) can be the secret too.
+    host = masked.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{host}/…" if host else f"{scheme}://…"
 
 
 def post_limit(url: str) -> PostLimit | None:

@@ -112,6 +112,16 @@ def test_redact_hides_credentials_and_paths() -> None:
         == "mastodon://mastodon.example.org/…"
     )
     assert redact("json://user:pw@127.0.0.1:8080/hook?x=1") == "json://127.0.0.1:8080/…"
+    # Where the "host" is the token, only apprise's masked form is shown.
+    for url, secret in (
+        ("tgram://123456789:AAHsecretBotToken/12345", "secretBotToken"),
+        ("pbul://o.SECRETACCESSTOKEN/", "SECRETACCESS"),
+        ("ntfy://ntfy.sh/secret-topic-name", "secret-topic"),
+        ("discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js", "JHMHI8q"),
+    ):
+        shown = redact(url)
+        assert secret not in shown and shown.startswith(url.split("://")[0] + "://"), shown
+    assert redact("nonsense://") == "nonsense://…" and redact("no scheme") == "(not a URL)"
 
 
 async def test_invalid_apprise_url_is_a_permanent_error() -> None:
