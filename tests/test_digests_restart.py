@@ -32,6 +32,7 @@ from tests.digestkit import (
     settings_for,
     subscriber,
 )
+from tests.waiting import eventually
 
 START = datetime(2026, 11, 23, 13, 55, tzinfo=UTC)  # 07:55 in Chicago
 SEND = START + timedelta(minutes=10)  # 08:05
@@ -45,6 +46,10 @@ class SlowSink:
         self.delay = delay
         self.got: list[tuple[str, str]] = []  # (recipient, subject)
         self._lock = threading.Lock()
+        # With hold_after set, messages past that count wait for `gate` before the server
+        # answers: the round is caught half-way however fast or slow the machine is.
+        self.hold_after: int | None = None
+        self.gate = threading.Event()
         self.port = free_port()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
@@ -54,6 +59,8 @@ class SlowSink:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         await asyncio.sleep(self.delay)
+        if self.hold_after is not None and self.count() >= self.hold_after:
+            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, 60)
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             for rcpt in envelope.rcpt_tos:
@@ -106,13 +113,14 @@ async def test_stopping_mid_round_then_restarting_sends_each_digest_once(
 
     first = await make_service(settings, clock)
     stop = asyncio.Event()
+    slow_sink.hold_after = 8
     task = asyncio.create_task(first.digests.run(stop))
-    for _ in range(500):
-        if slow_sink.count() >= 8:
-            break
-        await asyncio.sleep(0.01)
-    # The service is stopped the way `libhub run` stops: its tasks are cancelled.
+    await eventually(lambda: slow_sink.count() >= 8, within=60, what="8 digests accepted")
+    # The service is stopped the way `libhub run` stops: its tasks are cancelled. The
+    # messages already handed to the server get their answer (the gate opens) and are
+    # recorded, so the next start does not send them again.
     task.cancel()
+    slow_sink.gate.set()
     with suppress(asyncio.CancelledError):
         await task
     await first.close()

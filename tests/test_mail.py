@@ -23,6 +23,7 @@ from network.errors import ConfigError
 from network.mail import SendResult, SmtpSender
 from network.mail_message import build_message
 from network.mail_target import SmtpTarget, parse_smtp_url
+from tests.waiting import eventually
 
 BOUNCE = "gone@example.org"  # the server answers 550 for this recipient
 GREYLISTED = "later@example.org"  # ... and 451 for this one
@@ -404,7 +405,13 @@ async def test_reconnects_after_the_server_drops_an_idle_connection(
                 break
             await asyncio.sleep(0.05)
         assert controller.closed == controller.connections
-        await asyncio.sleep(0.05)  # let our side read the end of the stream
+
+        # Let our side read the end of the stream (polled: a slow machine takes longer).
+        def still_connected() -> bool:
+            slots = list(sender._slots._queue)  # type: ignore[attr-defined]
+            return any(s.smtp is not None and s.smtp.is_connected for s in slots)
+
+        await eventually(lambda: not still_connected(), within=30, every=0.01, what="EOF seen")
         second = await sender.send(make(n=2))
     assert second.ok, second.detail
     assert sender.connections_opened == 2
