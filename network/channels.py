@@ -60,12 +60,13 @@ def scheme_of(url: str) -> str:
 def redact(url: str) -> str:
     """A channel URL fit for a log line or a status page: scheme and host, with apprise's
     own masking of whatever part is the secret (a Telegram bot token is the "host")."""
-    scheme, sep, _ = url.partition("://")
+    scheme, sep, rest = url.partition("://")
     if not sep:
         return "(not a URL)"
     plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
-    shown = plugin.url(privacy=True) if plugin else ""
-    _, _, masked = str(shown).partition("://")
+    # A URL apprise cannot read is never sent anywhere: its host helps to find the typo.
+    shown = plugin.url(privacy=True) if plugin else rest  # type: ignore[no-untyped-call]
+    masked = str(shown).partition("://")[2] if plugin else rest
     # Paths and queries (chat ids, ntfy topics, webhook paths) can be the secret too.
     host = masked.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
     return f"{scheme}://{host}/…" if host else f"{scheme}://…"

@@ -44,12 +44,12 @@ class MessagePlanning(DeliveryState):
         """The room's rows as messages, in row order; bursts become grouped messages."""
         chunk_of: dict[int, list[OutboxRow]] = {}
         sizes = await self.storage.poll_sizes(
-            "matrix", ref, sorted({r.created_at for r in rows if r.action == "post"})
+            "matrix", ref, sorted({r.poll for r in rows if r.action == "post" and r.poll})
         )
-        for created, count in sorted(sizes.items()):
+        for poll_id, count in sorted(sizes.items()):
             if count <= self.policy.group_threshold:
                 continue
-            poll = await self.storage.poll_rows("matrix", ref, created)
+            poll = await self.storage.poll_rows("matrix", ref, poll_id)
             n = math.ceil(len(poll) / self.policy.group_max)
             size = math.ceil(len(poll) / n)  # even chunks: no lonely "1 new item" message
             for k in range(0, len(poll), size):

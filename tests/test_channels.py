@@ -122,6 +122,7 @@ def test_redact_hides_credentials_and_paths() -> None:
         shown = redact(url)
         assert secret not in shown and shown.startswith(url.split("://")[0] + "://"), shown
     assert redact("nonsense://") == "nonsense://…" and redact("no scheme") == "(not a URL)"
+    assert redact("nosuchscheme://token@host/path") == "nosuchscheme://host/…"
 
 
 async def test_invalid_apprise_url_is_a_permanent_error() -> None:

@@ -164,6 +164,10 @@ class BotEventStore(Database):
     async def record_answer(self, answer: BotAnswer) -> None:
         await self.execute(*_answer_insert(answer))
 
+    async def mark_answer_escalated(self, event_id: str) -> None:
+        """The question of this answer went to the Need Assistance team afterwards."""
+        await self.execute("UPDATE bot_answers SET escalated = 1 WHERE event_id = ?", (event_id,))
+
     async def answer_by_event(self, event_id: str) -> BotAnswer | None:
         row = await self.fetchone("SELECT * FROM bot_answers WHERE event_id = ?", (event_id,))
         return BotAnswer.from_row(row) if row else None

@@ -201,31 +201,29 @@ class OutboxStore(Database):
         )
 
     async def poll_sizes(
-        self, target_type: str, target: str, created: Sequence[datetime]
-    ) -> dict[datetime, int]:
+        self, target_type: str, target: str, polls: Sequence[str]
+    ) -> dict[str, int]:
         """How many post rows each of these polls created for one target."""
-        if not created:
+        if not polls:
             return {}
-        stamps = [now_iso(c) for c in created]
         rows = await self.fetchall(
-            f"SELECT created_at, COUNT(*) AS n FROM outbox WHERE target_type = ? AND target = ? "
-            f"AND action = 'post' AND created_at IN ({_marks(stamps)}) GROUP BY created_at",
-            (target_type, target, *stamps),
+            f"SELECT poll, COUNT(*) AS n FROM outbox WHERE target_type = ? AND target = ? "
+            f"AND action = 'post' AND poll IN ({_marks(polls)}) GROUP BY poll",
+            (target_type, target, *polls),
         )
-        return {datetime.fromisoformat(r["created_at"]): int(r["n"]) for r in rows}
+        return {str(r["poll"]): int(r["n"]) for r in rows}
 
-    async def poll_rows(
-        self, target_type: str, target: str, created_at: datetime
-    ) -> list[OutboxRow]:
+    async def poll_rows(self, target_type: str, target: str, poll: str) -> list[OutboxRow]:
         """Every post row one poll created for one target, in id order, whatever its status.
 
-        A burst is grouped by this set, which never changes once written: the grouping of
-        a retry is the grouping of the first attempt, with the same transaction id.
+        A burst is grouped by this set, which one store transaction wrote and nothing ever
+        adds to: the grouping of a retry is the grouping of the first attempt, with the same
+        transaction id.
         """
         rows = await self.fetchall(
-            "SELECT * FROM outbox WHERE target_type = ? AND target = ? AND created_at = ? "
+            "SELECT * FROM outbox WHERE target_type = ? AND target = ? AND poll = ? "
             "AND action = 'post' ORDER BY id",
-            (target_type, target, now_iso(created_at)),
+            (target_type, target, poll),
         )
         return [OutboxRow.from_row(r) for r in rows]
 

@@ -142,6 +142,7 @@ class OutboxRow:
     event_id: str | None
     created_at: datetime
     sent_at: datetime | None
+    poll: str | None = None  # the store transaction that created a post row
 
     @classmethod
     def from_row(cls, row: Any) -> OutboxRow:
@@ -164,6 +165,7 @@ class OutboxRow:
             event_id=row["event_id"],
             created_at=created_at,
             sent_at=from_iso(row["sent_at"]),
+            poll=row["poll"],
         )
 
 
