@@ -39,8 +39,11 @@ def setup_logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Libraries that log request URLs at INFO could leak tokens in query strings.
-    for noisy in ("nio", "aiohttp.access", "apprise", "peewee", "mail.log"):
+    # Libraries that log request URLs at INFO could leak tokens in query strings, and at
+    # DEBUG aiosqlite logs SQL parameters (the stored access token) and aiosmtplib the
+    # AUTH exchange: they stay at WARNING even with --verbose.
+    for noisy in ("nio", "aiohttp.access", "apprise", "peewee", "mail.log", "aiosqlite",
+                  "aiosmtplib"):  # fmt: skip
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

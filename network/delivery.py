@@ -40,18 +40,17 @@ class Delivery(RoomLanes):
         if released := await self.storage.release_leases(self.clock(), lease=lease):
             log.info("%d deliveries claimed before the last stop are due again", released)
         while not stop.is_set():
-            try:
-                worked = await self.run_once()
-            except Exception:
-                log.exception("delivery round failed; retrying")
-                worked = False
-            if worked:
-                continue
-            due = await self.storage.next_due()
-            timeout = 5.0
-            if due is not None:
-                timeout = max(0.05, min(timeout, (due - self.clock()).total_seconds()))
+            # Cleared before the round: a wake() during it (rows queued meanwhile) is kept.
             self._wake.clear()
+            timeout = 5.0
+            try:
+                if await self.run_once():
+                    continue
+                due = await self.storage.next_due()
+                if due is not None:
+                    timeout = max(0.05, min(timeout, (due - self.clock()).total_seconds()))
+            except Exception:
+                log.exception("delivery round failed; retrying in %g s", timeout)
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             _, pending = await asyncio.wait(
                 waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
