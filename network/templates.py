@@ -140,7 +140,10 @@ def template_vars(
         "feed_link": feed_link or "",
         "title": item.title or "(untitled)",
         "link": item.link or "",
-        "date": item.published.astimezone(UTC).strftime("%d %b %Y") if item.published else "",
+        # The day in the network's zone: 23:30 in Chicago is not "tomorrow" for its readers.
+        "date": item.published.astimezone(zone or UTC).strftime("%d %b %Y")
+        if item.published
+        else "",
         "author": item.author or "",
         "summary": Markup(summary) if html else summary,
         "summary_text": html_to_text(summary),

@@ -4,6 +4,7 @@ messages and channel text."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -157,5 +158,12 @@ def test_webinar_time_in_the_network_zone_with_utc_for_members_elsewhere() -> No
     assert body.splitlines()[2] == "When: Tue 01 Dec 2026, 09:00 CST (15:00 UTC)"
     v = template_vars(winter, feed_title="F", feed_link=None, html=False, zone=chicago)
     assert v["event_start"] == "Tue 01 Dec 2026, 09:00 CST (15:00 UTC)"
+    # Published 21 Nov 03:00 UTC is still 20 Nov in Chicago.
+    late = replace(make(), published=datetime(2026, 11, 21, 3, 0, tzinfo=UTC))
+    assert template_vars(late, feed_title="F", feed_link=None, html=False)["date"] == "21 Nov 2026"
+    assert (
+        template_vars(late, feed_title="F", feed_link=None, html=False, zone=chicago)["date"]
+        == "20 Nov 2026"
+    )
     # News has no start time to show, whatever the zone.
     assert "When:" not in channel_text(make(), feed_title="F", zone=chicago)[1]
