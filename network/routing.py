@@ -15,6 +15,7 @@ corrected template also applies to messages still waiting in the outbox.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Protocol
@@ -48,6 +49,13 @@ def _mentions(haystack: str, phrase: str) -> bool:
     return bool(needle) and f" {needle} " in haystack
 
 
+@functools.lru_cache(maxsize=512)
+def _item_words(title: str, summary_html: str, categories: tuple[str, ...]) -> str:
+    # Once per item, not once per route and call: html_to_text is the costly part, and it
+    # runs on the event loop.
+    return _words(" ".join([title, html_to_text(summary_html), *categories]))
+
+
 def route_matches(route: RouteSettings, feed_id: str, item: Routable, cohort: str | None) -> bool:
     if route.feeds and feed_id not in route.feeds:
         return False
@@ -56,7 +64,7 @@ def route_matches(route: RouteSettings, feed_id: str, item: Routable, cohort: st
     if route.cohorts and (cohort is None or cohort not in route.cohorts):
         return False
     if route.include or route.exclude:
-        text = _words(" ".join([item.title, html_to_text(item.summary_html), *item.categories]))
+        text = _item_words(item.title, item.summary_html, tuple(item.categories))
         if route.include and not any(_mentions(text, w) for w in route.include):
             return False
         if any(_mentions(text, w) for w in route.exclude):
