@@ -67,6 +67,10 @@ def backoff_delay(
     return base_s + rnd * (ceiling - base_s)
 
 
+# A server's hint (Retry-After, max-age, Expires, <ttl>) never delays a check longer.
+HINT_CAP_S = 24 * 3600
+
+
 def next_check(
     now: datetime,
     *,
@@ -76,7 +80,7 @@ def next_check(
     cache_max_age_s: float | None = None,
     expires: datetime | None = None,
     ttl_s: float | None = None,
-    cap_s: float = 24 * 3600,
+    cap_s: float = HINT_CAP_S,
 ) -> datetime:
     """When to poll a feed next: the jittered own interval, pushed later by server hints.
 

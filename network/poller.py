@@ -21,7 +21,7 @@ from feeds.errors import FeedError, FetchError, NotAFeedError
 from feeds.fetch import Fetcher, FetchResult
 from feeds.parse import ParsedItem
 from feeds.parsepool import parse_feed_in_process, shutdown_parse_pool
-from feeds.schedule import backoff_delay, next_check
+from feeds.schedule import HINT_CAP_S, backoff_delay, next_check
 from network.routing import Router
 from network.settings import FeedSettings, Settings
 from network.storage import FeedState, ItemInput, Storage, StoreResult
@@ -307,7 +307,7 @@ class Poller:
         except FeedError as e:
             return await self._failed(feed, state, e, now)
         if parsed.ttl_seconds:
-            next_at = max(next_at, now + timedelta(seconds=min(parsed.ttl_seconds, 24 * 3600)))
+            next_at = max(next_at, now + timedelta(seconds=min(parsed.ttl_seconds, HINT_CAP_S)))
         stored = await self._store(feed, state, parsed.items, now)
         await self.storage.update_feed(
             feed.id,
@@ -419,7 +419,7 @@ class Poller:
             status = "not-a-feed" if isinstance(error, NotAFeedError) else "failing"
             delay = backoff_delay(errors, base_s=60, cap_s=6 * 3600, rnd=self.rnd())
             if isinstance(error, FetchError) and error.retry_after:
-                delay = max(delay, min(error.retry_after, 24 * 3600))
+                delay = max(delay, min(error.retry_after, HINT_CAP_S))
             next_at = now + timedelta(seconds=delay)
         log.warning("feed %s (%s): %s", feed.id, state.url, message)
         notify = not state.outage_notified and self.notify_ops is not None
