@@ -280,15 +280,6 @@ class OutboxStore(Database):
         )
         return [OutboxRow.from_row(r) for r in rows]
 
-    async def posted_event(self, item_id: int, target_type: str, target: str) -> str | None:
-        """The event id of an item's original post in a room (what an edit replaces)."""
-        row = await self.fetchone(
-            "SELECT event_id FROM outbox WHERE item_id = ? AND target_type = ? AND target = ? "
-            "AND action = 'post' AND status = 'sent'",
-            (item_id, target_type, target),
-        )
-        return str(row["event_id"]) if row and row["event_id"] else None
-
     async def next_due(self) -> datetime | None:
         row = await self.fetchone("SELECT MIN(next_attempt) FROM outbox WHERE status = 'pending'")
         return datetime.fromisoformat(row[0]) if row and row[0] else None
