@@ -49,6 +49,7 @@ from bots.messages import (
     plain_text,
     relates_to,
     reply_to_of,
+    responds_to,
     strip_mention,
     thread_root_of,
     txn,
@@ -200,9 +201,6 @@ class Assistant(BotApi):
         text = plain_text(content)
         if not text:
             return
-        reply_to = ((content.get("m.relates_to") or {}).get("m.in_reply_to") or {}).get("event_id")
-        if reply_to and await self.storage.prompt_cohort(str(reply_to)) is not None:
-            return  # an answer to the weekly cohort prompt: a cohort update, not a question
         is_dm = self.rooms.is_direct(room_id, info)
         in_help = self.rooms.is_help_room(room_id)
         names = [await self.rooms.display_name(self.user_id)]
@@ -212,6 +210,9 @@ class Assistant(BotApi):
         thread_root, reply_to = thread_root_of(content), reply_to_of(content)
         command = parse_command(text)
         if command is None:
+            prompt = responds_to(content)
+            if prompt and await self.storage.prompt_cohort(prompt) is not None:
+                return  # an answer to the weekly cohort prompt: a cohort update, not a question
             case = await self.escalation.case_for_followup(
                 room_id, sender, is_direct=is_dm, thread_root=thread_root, reply_to=reply_to
             )
@@ -297,6 +298,7 @@ class Assistant(BotApi):
         question = question.strip()
         asked_for_person = not question or wants_person(question)
         found = self.kb.ask(question[:MAX_QUESTION]) if self.kb is not None and question else None
+        before: BotAnswer | None = None
         if asked_for_person and (found is None or found.page is None):
             # "!human" or "can I talk to a person?": the question is the one asked before.
             before = await self.storage.answer_by_event(ctx.reply_to) if ctx.reply_to else None
@@ -304,7 +306,8 @@ class Assistant(BotApi):
                 before = await self.storage.last_answer_for(ctx.room_id, ctx.sender)
             if before is not None:
                 question = before.question + (f"\n({question})" if question else "")
-                found = self.kb.ask(before.question) if self.kb is not None else None
+                asked = before.question[:MAX_QUESTION]
+                found = self.kb.ask(asked) if self.kb is not None else None
             elif not question:
                 active = await self.storage.active_case_for(ctx.room_id, ctx.sender)
                 text = (
@@ -315,6 +318,9 @@ class Assistant(BotApi):
                 await self._reply(ctx, Reply(text), txn("human", ctx.event_id))
                 return
         await self._escalate(ctx, question, found, "")
+        if before is not None:
+            # A 👎 on that answer now must not offer !human again.
+            await self.storage.mark_answer_escalated(before.event_id)
 
     async def _escalate(
         self, ctx: CommandContext, question: str, found: Answer | None, intro: str

@@ -19,6 +19,7 @@ States: `open` (unclaimed) -> `claimed` -> `answered` -> `closed`.
 
 The team's "wait" starts when the case is opened, claimed, or handed back by the asker
 (`waiting_since`); reminders count business hours from there and restart at zero each time.
+Reminders go out only while the team is open, at most one per reminder window.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from bots.business_hours import BusinessHours, business_seconds_between
+from bots.business_hours import BusinessHours, business_seconds_between, is_open
 
 AUTO_CLOSE_TEXT = (
     "We haven't heard back from you for a while, so we've closed this request. "
@@ -67,7 +68,7 @@ class Case:
     last_activity_at: datetime
     answered_at: datetime | None = None  # first answer, kept for response-time metrics
     closed_at: datetime | None = None
-    reminders_sent: int = 0  # reminders in the current wait (see waiting_since)
+    reminders_sent: int = 0  # reminder windows of the current wait reminded of (reminder_due)
     waiting_since: datetime | None = None  # start of the team's current wait; None: opened_at
 
     @classmethod
@@ -151,9 +152,17 @@ def apply(
     raise ValueError(f"unknown case event {event!r}")
 
 
-def with_reminder_sent(case: Case) -> Case:
+@dataclass(frozen=True)
+class ReminderDue:
+    """A reminder to send now: for the `number`-th reminder window of the wait."""
+
+    number: int
+    text: str
+
+
+def with_reminder_sent(case: Case, due: ReminderDue) -> Case:
     """The case after the caller sent the reminder `reminder_due` asked for."""
-    return replace(case, reminders_sent=case.reminders_sent + 1)
+    return replace(case, reminders_sent=due.number)
 
 
 def reminder_due(
@@ -164,9 +173,11 @@ def reminder_due(
     unclaimed_after_h: float,
     unanswered_after_h: float,
     max_reminders: int,
-) -> str | None:
-    """Why the team should be reminded now, or None. The k-th reminder of a wait is due after
-    k * threshold business hours, at most `max_reminders` per wait."""
+) -> ReminderDue | None:
+    """The reminder the team should get now, or None. The k-th reminder window of a wait
+    starts after k * threshold business hours; a wait has at most `max_reminders` windows.
+    Only while the team is open, and at most one reminder per window: windows that passed
+    unreminded (the service was down) are skipped, not sent one after another."""
     if unclaimed_after_h <= 0 or unanswered_after_h <= 0:
         raise ValueError("reminder thresholds must be more than zero business hours")
     if max_reminders < 0:
@@ -177,15 +188,17 @@ def reminder_due(
         threshold, what = unanswered_after_h, f"claimed by {case.claimed_by} but unanswered"
     else:
         return None
-    k = case.reminders_sent + 1
-    if k > max_reminders:
+    if case.reminders_sent >= max_reminders or not is_open(bh, now):
         return None
     waited_h = business_seconds_between(bh, case.wait_started_at, now) / 3600
-    if waited_h < k * threshold:
+    window = min(max_reminders, int(waited_h // threshold))
+    if window <= case.reminders_sent:
         return None
-    return (
-        f"Case {what} for {_hours_text(waited_h)} business hours (reminder {k} of {max_reminders})."
+    text = (
+        f"Case {what} for {_hours_text(waited_h)} business hours "
+        f"(reminder {window} of {max_reminders})."
     )
+    return ReminderDue(window, text)
 
 
 def auto_close_due(case: Case, now: datetime, idle_days: float) -> bool:

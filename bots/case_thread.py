@@ -22,8 +22,7 @@ from bots.messages import (
     parse_command,
     plain_text,
     relates_to,
-    reply_to_of,
-    thread_root_of,
+    responds_to,
     vote_of,
 )
 
@@ -49,7 +48,7 @@ class TeamThread(CaseTransitions):
                 await self._transition(case, Event.CLAIM, sender, event_id, now)
             return True
         # Clients without threads reply to the root, or to a follow-up the bot relayed.
-        root = thread_root_of(content) or reply_to_of(content)
+        root = responds_to(content)
         case = await self.storage.case_by_team_event(root) if root else None
         if case is None or ev.get("type") != "m.room.message":
             return False

@@ -72,11 +72,14 @@ class Command:
 
 
 def may_run(command: Command, sender: str, settings: Settings) -> bool:
+    """Whether ``sender`` may run (and sees in !help) ``command``. Team commands are for
+    ``team_members`` only, the same rule cases follow (`bots.case_state`): a coordinator
+    who is not on the team could not claim or close a case, so is not offered the commands."""
     a = settings.assistance
     if command.coordinators_only:
         return sender in a.coordinators
     if command.team_only:
-        return sender in a.team_members or sender in a.coordinators
+        return sender in a.team_members
     return True
 
 

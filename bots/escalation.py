@@ -172,8 +172,12 @@ class Escalation(TeamThread, CaseReminders):
     # -- time --------------------------------------------------------------------------------
 
     async def tick(self, now: datetime) -> None:
-        """Reminders and auto-closing due at ``now``, then unsent team emails."""
-        await self.remind_and_auto_close(now)
+        """Reminders and auto-closing due at ``now``, then unsent team emails (also when
+        the reminders failed: the two do not wait on each other)."""
+        try:
+            await self.remind_and_auto_close(now)
+        except Exception:
+            log.exception("case reminders and auto-closing failed; emails go on")
         await self.send_pending_emails()
 
     # -- email -------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ between replays the event; every send uses a transaction id derived from the eve
 the homeserver hands back the first event instead of posting a second answer. Ignored: the
 bot's own events, notices and edits. Events older than the bot's first join of the room
 (history shown on join) are left out by the handler, which knows when that was.
+
+Order when the homeserver is unavailable: the worker tries the same event again after a
+short backoff (a few times) before the room's later events; if it stays away, all of the
+room's events are left in the table, in order, for the periodic check.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 500  # events queued in memory before the sync loop is made to wait
 ROOM_PARALLELISM = 32  # rooms handled at once (mostly waiting on the homeserver)
 MAX_ATTEMPTS = 5  # tries of an event that fails for a reason other than the homeserver
+TRANSIENT_TRIES = 5  # tries in a row of an event while the homeserver is unavailable
+RETRY_DELAY = 0.5  # seconds before the first of those retries; doubled for each next one
+MAX_RETRY_DELAY = 60.0  # even if the homeserver asks to wait longer
 _WANTED = frozenset({"m.room.message", "m.reaction", "m.room.encrypted", "m.room.encryption"})
 
 # Handles one event: the room, the event's JSON and the time it is handled.
@@ -117,13 +124,16 @@ class Inbox:
             await self.ready.wait()
             while queue:
                 event_id, ev = queue[0]
-                async with self._slots:
-                    try:
-                        await self._process(room_id, event_id, ev)
-                    except Exception:
-                        # Even the database failed: the event stays in the inbox table and
-                        # the periodic check queues it again.
-                        log.exception("event %s in %s left for later", event_id, room_id)
+                if not await self._try(room_id, event_id, ev):
+                    # The homeserver stays away. Handling a later event first would answer
+                    # out of order: all of the room's events wait in the inbox table, and
+                    # the periodic check queues them again in order.
+                    log.warning("homeserver away: %d event(s) in %s wait", len(queue), room_id)
+                    for left, _ in queue:
+                        self._queued.discard(left)
+                        self._pending.release()
+                    queue.clear()
+                    return
                 queue.popleft()
                 self._queued.discard(event_id)
                 self._pending.release()
@@ -132,7 +142,31 @@ class Inbox:
             if not queue:
                 self._queues.pop(room_id, None)
 
-    async def _process(self, room_id: str, event_id: str, ev: dict[str, Any]) -> None:
+    async def _try(self, room_id: str, event_id: str, ev: dict[str, Any]) -> bool:
+        """Process one event, again after a short backoff while the homeserver is unavailable
+        (at most `TRANSIENT_TRIES` times); False when it still was at the last try."""
+        delay = RETRY_DELAY
+        for attempt in range(TRANSIENT_TRIES):
+            if attempt:
+                # Outside the slot: a room waiting for the homeserver holds up no other room.
+                await asyncio.sleep(delay)
+                delay *= 2
+            async with self._slots:
+                try:
+                    retry_after = await self._process(room_id, event_id, ev)
+                except Exception:
+                    # Even the database failed: the event stays in the inbox table and
+                    # the periodic check queues it again.
+                    log.exception("event %s in %s left for later", event_id, room_id)
+                    return True
+            if retry_after is None:
+                return True
+            delay = min(max(delay, retry_after), MAX_RETRY_DELAY)
+        return False
+
+    async def _process(self, room_id: str, event_id: str, ev: dict[str, Any]) -> float | None:
+        """Handle one event; when the homeserver had trouble, the seconds it asked to wait
+        before trying again (0 if it did not say), else None."""
         try:
             await self._handle(room_id, ev, datetime.now(UTC))
         except asyncio.CancelledError:
@@ -140,14 +174,15 @@ class Inbox:
         except MatrixPermanent as e:
             log.warning("giving up on event %s in %s: %s", event_id, room_id, e)
         except (MatrixUnavailable, MatrixRateLimited) as e:
-            # The homeserver's trouble, not the event's: retried by the periodic check.
+            # The homeserver's trouble, not the event's: tried again, before the next event.
             log.warning("event %s in %s will be retried: %s", event_id, room_id, e)
-            return
+            return e.retry_after if isinstance(e, MatrixRateLimited) else 0.0
         except Exception as e:
             attempts = await self.storage.inbox_failed(event_id, f"{type(e).__name__}: {e}")
             log.exception(
                 "handling event %s in %s failed (attempt %d)", event_id, room_id, attempts
             )
             if attempts < MAX_ATTEMPTS:
-                return
+                return None
         await self.storage.inbox_done(event_id, room_id)
+        return None

@@ -170,6 +170,13 @@ def reply_to_of(content: Mapping[str, Any]) -> str | None:
     return None
 
 
+def responds_to(content: Mapping[str, Any]) -> str | None:
+    """The event a message responds to: the root of its thread, else the event it replies
+    to. The thread root comes first because threaded clients point ``m.in_reply_to`` at the
+    thread's latest message, not at what the thread is about."""
+    return thread_root_of(content) or reply_to_of(content)
+
+
 def is_edit(content: Mapping[str, Any]) -> bool:
     return relates_to(content).get("rel_type") == "m.replace" or "m.new_content" in content
 
@@ -186,8 +193,12 @@ def strip_reply_fallback(body: str) -> str:
 
 
 def plain_text(content: Mapping[str, Any]) -> str:
+    """What the person wrote: the body, without the reply fallback when the message is a
+    reply (otherwise a leading ``>`` line is their own quote and stays)."""
     body = content.get("body")
-    return strip_reply_fallback(body).strip() if isinstance(body, str) else ""
+    if not isinstance(body, str):
+        return ""
+    return (strip_reply_fallback(body) if reply_to_of(content) else body).strip()
 
 
 def html_of(content: Mapping[str, Any]) -> str | None:

@@ -172,7 +172,13 @@ class Service:
 
     async def _on_event(self, room_id: str, event: nio.Event) -> None:
         for hook in self.event_hooks:
-            await hook(room_id, event)
+            # Each hook on its own: one that fails must not hide the event from the others.
+            try:
+                await hook(room_id, event)
+            except Exception:
+                name = getattr(hook, "__qualname__", repr(hook))
+                what = getattr(event, "event_id", "?")
+                log.exception("event hook %s failed for %s in %s", name, what, room_id)
 
     async def _on_invite(self, room_id: str, event: nio.InviteMemberEvent) -> None:
         sender = event.sender

@@ -260,9 +260,11 @@ def _cmd_kb_candidates(args: argparse.Namespace) -> int:
         out.print("No question has been answered by a person yet.")
     for row in rows:
         out.print(f"[bold]Case {row['case']}[/bold] ({row['asked_at'][:10]}, {row['state']})")
-        out.print(f"Q: {row['question']}", highlight=False, soft_wrap=True)
+        # What people wrote is printed as written: "[/]" or "[bold]" in it is not markup.
+        out.print(f"Q: {row['question']}", highlight=False, soft_wrap=True, markup=False)
         for answer in row["answers"]:
-            out.print(f"A ({answer['by']}): {answer['text']}", highlight=False, soft_wrap=True)
+            line = f"A ({answer['by']}): {answer['text']}"
+            out.print(line, highlight=False, soft_wrap=True, markup=False)
         out.print("")
     return 0
 

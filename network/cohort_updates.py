@@ -1,10 +1,11 @@
 """Cohort updates: what members share in their cohort room becomes an item for the network.
 
 A member posts ``!update TEXT`` in their cohort room (or replies to the weekly "what did
-your library try this week?" prompt): the text becomes an item of kind ``cohort-update``,
-stored under the feed id ``cohort:<cohort id>`` with the member's event id as its key,
-attributed to the member and their library, and queued to the routes' rooms and channels
-like any feed item (digests pick it up from the items table). Within
+your library try this week?" prompt, as a reply or in its thread): the text becomes an
+item of kind ``cohort-update``, stored under the feed id ``cohort:<cohort id>`` with the
+member's event id as its key, attributed to the member and their library, and queued to
+the routes' rooms and channels like any feed item (digests pick it up from the items
+table). Within
 ``community.update_window`` the member can change it (``!update edit TEXT``, or editing the
 message in their client) or withdraw it (``!update withdraw``): withdrawn updates leave
 the queue, their Matrix posts are redacted and digests skip them.
@@ -30,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 import nio
 
+from bots.messages import plain_text, reply_to_of, responds_to
 from network.cohorts import Community
 from network.errors import MatrixError
 from network.matrix import MatrixGateway
@@ -85,14 +87,6 @@ def parse_update(body: str) -> UpdateCommand | None:
     if word.lower() == "edit":
         return UpdateCommand("edit", tail.strip()) if tail.strip() else UpdateCommand("help")
     return UpdateCommand("post", rest)
-
-
-def strip_reply_fallback(body: str) -> str:
-    """The text of a reply without the quoted ``> <@user> ...`` lines clients put first."""
-    lines = body.splitlines()
-    while lines and lines[0].startswith(">"):
-        lines.pop(0)
-    return "\n".join(lines).strip()
 
 
 def permalink(room_id: str, event_id: str, via: str) -> str:
@@ -354,21 +348,20 @@ class CohortUpdates:
         if relates.get("rel_type") == "m.replace":
             await self._on_edit(room_id, event, content, str(relates.get("event_id", "")))
             return
-        reply_to = str((relates.get("m.in_reply_to") or {}).get("event_id") or "") or None
-        body = strip_reply_fallback(str(content.get("body", "")))
+        body = plain_text(content)
         text: str | None = None
         command = parse_update(body)
         if command is not None:
             if not self.handle_commands:
-                return
+                return  # the assistance bot runs it, also in reply to the prompt
             text = body.strip()[len("!update") :].strip()
         else:
-            root = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
-            prompt = reply_to or root
-            if prompt and body and await self.storage.prompt_cohort(str(prompt)):
+            prompt = responds_to(content)
+            if prompt and body and await self.storage.prompt_cohort(prompt):
                 text = body
         if text is None or await self.community.cohort_for_room(room_id) is None:
             return
+        reply_to = reply_to_of(content)
         reply = await self.handle(room_id, event.sender, event.event_id, text, reply_to=reply_to)
         await self._reply(room_id, event.event_id, event.sender, reply)
 

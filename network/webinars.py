@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 ICS_ROUTE = r"/webinars/{item_id:\d+}.ics"
 MAX_IDLE = 60.0  # seconds between two rounds when nothing is due sooner
+MIN_WAIT = 0.5  # seconds between two rounds at least
+FIRST_BACKOFF = 1.0  # seconds before the round after a failed or blocked one; then doubled
 
 
 def ics_url(public_url: str, item_id: int) -> str:
@@ -203,19 +205,32 @@ class WebinarReminders:
         return RoundResult(planned.added, planned.cancelled, done.sent, done.dropped, done.failed)
 
     async def run(self, stop: asyncio.Event) -> None:
+        backoff = FIRST_BACKOFF
         while not stop.is_set():
             try:
-                await self.run_once()
+                result = await self.run_once()
+                due = await self.storage.next_reminder_due()
+                timeout = MAX_IDLE
+                if due is not None:
+                    timeout = max(MIN_WAIT, min(MAX_IDLE, (due - self.clock()).total_seconds()))
+                stuck = not (result.sent or result.dropped or result.failed)
+                if due is not None and due <= self.clock() and stuck:
+                    # Overdue reminders none of which could go (not logged in yet, rate
+                    # limited): without a backoff the loop would spin on them.
+                    timeout, backoff = max(timeout, backoff), min(backoff * 2, MAX_IDLE)
+                else:
+                    backoff = FIRST_BACKOFF
             except Exception:
-                log.exception("webinar reminder round failed; retrying")
-            due = await self.storage.next_reminder_due()
-            timeout = MAX_IDLE
-            if due is not None:
-                timeout = max(0.5, min(MAX_IDLE, (due - self.clock()).total_seconds()))
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=timeout)
-            except TimeoutError:
-                pass
+                log.exception("webinar reminder round failed; retrying in %.0f s", backoff)
+                timeout, backoff = backoff, min(backoff * 2, MAX_IDLE)
+            await self._pause(stop, timeout)
+
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
+        """Wait ``seconds`` or until ``stop`` is set."""
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
 
 
 async def ics_handler(request: web.Request) -> web.Response:

@@ -24,7 +24,9 @@ from bots.messages import (
     mentions_user,
     message,
     parse_command,
+    plain_text,
     reply_to_of,
+    responds_to,
     strip_mention,
     strip_reply_fallback,
     thread_root_of,
@@ -98,10 +100,15 @@ async def test_status_is_for_coordinators_and_case_commands_for_the_team() -> No
     assert refused == Reply("Sorry, !claim is only for the Need Assistance team.")
     member = await bot.commands.dispatch("claim", ctx(bot, MEMBER))
     assert member is not None and "inside a case thread" in member.text
+    # A coordinator who is not on the team cannot work on cases, so is not offered it.
+    refused = await bot.commands.dispatch("claim", ctx(bot, COORD))
+    assert refused == Reply("Sorry, !claim is only for the Need Assistance team.")
     # !help shows each person what they may use.
     assert "!status" not in bot.commands.help_reply(ANYONE, bot.settings).text
     assert "!status" in bot.commands.help_reply(COORD, bot.settings).text
     assert "!claim" in bot.commands.help_reply(MEMBER, bot.settings).text
+    for command in ("!claim", "!note", "!close"):
+        assert command not in bot.commands.help_reply(COORD, bot.settings).text
 
 
 async def test_ask_and_human_go_to_the_bot() -> None:
@@ -188,6 +195,21 @@ def test_reading_what_people_wrote() -> None:
         "up",
         None,
     ]
+
+
+def test_what_a_message_responds_to_and_what_it_says() -> None:
+    thread = {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": True}
+    first = {"m.relates_to": {**thread, "m.in_reply_to": {"event_id": "$root"}}}
+    # Threaded clients point m.in_reply_to at the thread's latest message: the root counts.
+    later = {"m.relates_to": {**thread, "m.in_reply_to": {"event_id": "$latest"}}}
+    reply = {"m.relates_to": {"m.in_reply_to": {"event_id": "$q"}}}
+    assert [responds_to(c) for c in (first, later, reply, {})] == ["$root", "$root", "$q", None]
+    # The reply fallback is cut from replies only; elsewhere a leading quote is the writer's.
+    fallback = "> <@bot:x> What did you try?\n> more\n\nA seed library"
+    assert plain_text({"body": fallback, **reply}) == "A seed library"
+    quote = "> a line we liked\nand what we think"
+    assert plain_text({"body": quote}) == quote
+    assert plain_text({"body": quote, **later}) == quote
 
 
 def test_answer_text_links_the_source_and_related_pages() -> None:

@@ -9,6 +9,7 @@ import json
 import shutil
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -193,3 +194,26 @@ async def test_kb_reload_reaches_the_service(tmp_path: Path) -> None:
         assert await bot.check_reload()
     finally:
         await service.close()
+
+
+async def test_kb_candidates_prints_what_people_wrote_as_written(tmp_path: Path) -> None:
+    config = tmp_path / "libhub.toml"
+    config.write_text(
+        f'[database]\npath = "{tmp_path / "db.sqlite"}"\n'
+        '[matrix]\nhomeserver = "http://127.0.0.1:9"\nuser_id = "@bot:x"\npassword_env = "P"\n'
+    )
+    storage = await Storage.open(tmp_path / "db.sqlite")
+    try:
+        case = await storage.create_case(
+            replace(new_case("$q1", "$r1"), question="Is [/] or [bold]x[/bold] allowed?")
+        )
+        await storage.add_case_message(
+            case.id, "answer", sender="@team:x", body="Use [red]brackets[/] freely.",
+            source_event_id="$a1", now=T0,
+        )  # fmt: skip
+    finally:
+        await storage.close()
+    code, out, err = await _libhub("kb", "candidates", "-c", str(config))
+    assert code == 0, err
+    assert "Q: Is [/] or [bold]x[/bold] allowed?" in out
+    assert "A (@team:x): Use [red]brackets[/] freely." in out

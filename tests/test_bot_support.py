@@ -16,6 +16,7 @@ from network.mailsink import MailSink
 from network.settings import Settings, parse_settings
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
+from tests.waiting import eventually
 
 Msgs = list[dict[str, Any]]
 
@@ -92,13 +93,18 @@ async def start(settings: Settings) -> Running:
     service = await Service.create(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
-    for _ in range(300):
-        if service.matrix.last_sync_ok is not None:
-            return Running(service, stop, task)
+
+    def synced() -> bool:
         if task.done():
-            await task
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the service did not sync: {service.matrix.last_error}")
+            task.result()  # the service stopped: raise what stopped it
+            raise AssertionError("the service stopped before its first sync")
+        return service.matrix.last_sync_ok is not None
+
+    try:
+        await eventually(synced, within=60, every=0.05, what="the service's first sync")
+    except AssertionError as e:
+        raise AssertionError(f"{e} (last error: {service.matrix.last_error})") from e
+    return Running(service, stop, task)
 
 
 @dataclass

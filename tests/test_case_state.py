@@ -330,23 +330,73 @@ CLAIMED_MON_9 = Case(CaseState.CLAIMED, ANA, FRI_16, at_mon(9), waiting_since=at
             "Case unclaimed for 2 business hours (reminder 1 of 3).",
             id="holiday-not-counted",
         ),
+        # Due, but the team is away: nothing at night, at the weekend or on a holiday.
+        pytest.param(FRIDAY_CASE, at_mon(18), None, id="due-but-evening"),
+        pytest.param(FRIDAY_CASE, at_mon(24 + 3), None, id="due-but-night"),
+        pytest.param(
+            Case.new(at_mon(24 * 3 + 9)), at_mon(24 * 5 + 12), None, id="due-but-saturday"
+        ),
+        pytest.param(
+            Case.new(datetime(2026, 12, 23, 9, 0, tzinfo=CHI)),
+            datetime(2026, 12, 25, 10, 0, tzinfo=CHI),
+            None,
+            id="due-but-holiday",
+        ),
+        # After downtime: one reminder for the window the wait is in, not one per window.
+        pytest.param(
+            FRIDAY_CASE,
+            at_mon(15),
+            "Case unclaimed for 7 business hours (reminder 3 of 3).",
+            id="after-downtime-current-window",
+        ),
+        pytest.param(
+            replace(FRIDAY_CASE, reminders_sent=1),
+            at_mon(13.5),
+            "Case unclaimed for 5.5 business hours (reminder 2 of 3).",
+            id="after-downtime-second-window",
+        ),
+        pytest.param(replace(FRIDAY_CASE, reminders_sent=2), at_mon(13.5), None, id="in-window"),
     ],
 )
 def test_reminder_due(case: Case, now: datetime, expected: str | None) -> None:
     due = reminder_due(case, BH, now, unclaimed_after_h=2, unanswered_after_h=4, max_reminders=3)
-    assert due == expected
+    assert (due.text if due else None) == expected
+
+
+def poll(case: Case, start: datetime, end: datetime, every: timedelta) -> list[datetime]:
+    """When reminders go out for ``case`` if the bot checks every ``every`` from ``start``."""
+    sent_at = []
+    now = start
+    while now < end:
+        due = reminder_due(
+            case, BH, now, unclaimed_after_h=2, unanswered_after_h=4, max_reminders=3
+        )
+        if due is not None:
+            case = with_reminder_sent(case, due)
+            sent_at.append(now)
+        now += every
+    return sent_at
 
 
 def test_reminders_are_spaced_and_capped_while_polling() -> None:
-    case = Case.new(at_mon(9))
-    sent_at = []
-    now = at_mon(9)
-    while now < at_mon(24 * 3):  # poll every 15 minutes until Thursday
-        if reminder_due(case, BH, now, unclaimed_after_h=2, unanswered_after_h=4, max_reminders=3):
-            case = with_reminder_sent(case)
-            sent_at.append(now)
-        now += timedelta(minutes=15)
+    # Checking every 15 minutes until Thursday.
+    sent_at = poll(Case.new(at_mon(9)), at_mon(9), at_mon(24 * 3), timedelta(minutes=15))
     assert sent_at == [at_mon(11), at_mon(13), at_mon(15)]
+
+
+def test_after_downtime_reminders_do_not_come_one_a_minute() -> None:
+    # The bot was down from Friday until Monday 15:00 (7 business hours into the wait) and
+    # then checks every minute: one reminder, not reminders 1, 2 and 3 a minute apart.
+    sent_at = poll(FRIDAY_CASE, at_mon(15), at_mon(24 * 3), timedelta(minutes=1))
+    assert sent_at == [at_mon(15)]
+
+
+def test_reminders_wait_for_the_team_to_open() -> None:
+    # Claimed Friday 9:00 (4 h threshold): due since Friday 13:00, but the bot was down until
+    # 22:00 and the team is away for the weekend: one reminder, Monday at 9:00.
+    claimed = Case(CaseState.CLAIMED, ANA, FRI_16, FRI_16, waiting_since=at_mon(-72 + 9))
+    sent_at = poll(claimed, FRI_16 + timedelta(hours=6), at_mon(10), timedelta(minutes=30))
+    assert sent_at == [at_mon(9)]
 
 
 def test_a_new_wait_restarts_the_reminders() -> None:
@@ -356,7 +406,10 @@ def test_a_new_wait_restarts_the_reminders() -> None:
     due = reminder_due(
         claimed, BH, at_mon(13), unclaimed_after_h=2, unanswered_after_h=4, max_reminders=3
     )
-    assert due == f"Case claimed by {ANA} but unanswered for 4 business hours (reminder 1 of 3)."
+    assert due is not None
+    assert (
+        due.text == f"Case claimed by {ANA} but unanswered for 4 business hours (reminder 1 of 3)."
+    )
     # A case reopened on Monday at 16:00 counts from then, not from Friday.
     closed = replace(claimed, state=CaseState.CLOSED, closed_at=at_mon(10))
     reopened = apply(closed, Event.ASKER_FOLLOWUP, actor=ASKER, now=at_mon(16), team=TEAM).case

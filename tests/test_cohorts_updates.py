@@ -9,7 +9,9 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import nio
 import pytest
 
 from network.app import Service
@@ -19,7 +21,6 @@ from network.cohort_updates import (
     cohort_of_feed,
     parse_update,
     prompt_week,
-    strip_reply_fallback,
     update_item,
 )
 from network.devserver import DevHomeserver, DevUser
@@ -83,10 +84,70 @@ def test_update_item_is_attributed_and_escaped() -> None:
     assert cohort_of_feed("cohort:smart") == "smart" and cohort_of_feed("news") is None
 
 
-def test_reply_fallback_is_dropped() -> None:
-    assert strip_reply_fallback("> <@bot:x> What did you try?\n> more\n\nA book kiosk") == (
-        "A book kiosk"
+class _Room:
+    """The bot, its storage and the community, as far as the prompt-reply hook needs them."""
+
+    user_id = "@bot:x"
+
+    async def prompt_cohort(self, event_id: str) -> str | None:
+        return "smart" if event_id == "$prompt" else None
+
+    async def cohort_for_room(self, room_id: str) -> object:
+        return object()
+
+
+def _message(event_id: str, body: str, relates_to: dict[str, Any]) -> nio.Event:
+    return nio.RoomMessageText.from_dict(
+        {
+            "type": "m.room.message", "event_id": event_id, "sender": "@ana:x",
+            "origin_server_ts": 1,
+            "content": {"msgtype": "m.text", "body": body, "m.relates_to": relates_to},
+        }
+    )  # fmt: skip
+
+
+def _in_prompt_thread(latest: str) -> dict[str, Any]:
+    return {
+        "rel_type": "m.thread", "event_id": "$prompt", "is_falling_back": True,
+        "m.in_reply_to": {"event_id": latest},
+    }  # fmt: skip
+
+
+async def test_every_reply_to_the_prompt_becomes_an_update() -> None:
+    s = parse_settings(
+        '[matrix]\nhomeserver = "http://h"\nuser_id = "@bot:x"\npassword_env = "P"\n'
     )
+    room = _Room()
+    updates = CohortUpdates(s, room, room, None, room)  # type: ignore[arg-type]
+    updates.handle_commands = False  # as in the service: the bot's registry runs !update
+    handled: list[tuple[str, str]] = []
+
+    async def handle(
+        room_id: str, sender: str, event_id: str, text: str, *, reply_to: str | None = None
+    ) -> str:
+        handled.append((event_id, text))
+        return "Thanks"
+
+    async def reply(*args: Any) -> None:
+        pass
+
+    updates.handle, updates._reply = handle, reply  # type: ignore[method-assign]
+    quoted = "> <@bot:x> What did your library try this week?\n\nA book kiosk."
+    events = [
+        _message("$reply", quoted, {"m.in_reply_to": {"event_id": "$prompt"}}),
+        _message("$first", "A seed library.", _in_prompt_thread("$prompt")),
+        # A threaded client points m.in_reply_to at the thread's latest message.
+        _message("$second", "> we quote ourselves\nIt went well.", _in_prompt_thread("$first")),
+        _message("$other", "Unrelated.", {"m.in_reply_to": {"event_id": "$elsewhere"}}),
+        _message("$cmd", "!update We lent laptops.", {"m.in_reply_to": {"event_id": "$prompt"}}),
+    ]
+    for event in events:
+        await updates.on_event("!smart:x", event)
+    assert handled == [
+        ("$reply", "A book kiosk."),
+        ("$first", "A seed library."),
+        ("$second", "> we quote ourselves\nIt went well."),  # not a reply: no fallback to cut
+    ]
 
 
 @pytest.mark.parametrize(
@@ -207,8 +268,11 @@ async def test_welcome_update_edit_withdraw_in_running_service(
         withdrawn = await service.storage.cohort_update(update_id)
         assert withdrawn is not None and withdrawn.status == "withdrawn"
         assert await service.storage.withdrawn_item_ids([stored.item_id]) == {stored.item_id}
-        later = await reader.messages(smart, sender=bot.user_id)
-        assert any("withdrawn" in m["content"]["body"] for m in later)
+        # The reply comes after the redactions: wait for it, not only for them.
+        await reader.wait_for(
+            smart, lambda ms: any("withdrawn" in m["content"]["body"] for m in ms),
+            sender=bot.user_id,
+        )  # fmt: skip
 
         # A profile change (a member event "join" -> "join") brings no second welcome.
         await reader.call(
@@ -253,6 +317,29 @@ async def test_welcome_update_edit_withdraw_in_running_service(
         prompt_item = await service.storage.item(from_prompt.item_id)
         assert prompt_item is not None
         assert prompt_item.title == "Ignacio Community Library: We tried a seed library."
+
+        # In the prompt's thread every message is an update (a threaded client points
+        # m.in_reply_to at the thread's latest message), and so is !update sent as a reply
+        # to the prompt (the bot runs the command, the cohort hook leaves it alone).
+        def in_thread(latest: str) -> dict[str, Any]:
+            return {"m.relates_to": {
+                "rel_type": "m.thread", "event_id": prompt["event_id"], "is_falling_back": True,
+                "m.in_reply_to": {"event_id": latest},
+            }}  # fmt: skip
+
+        first = await reader.say(smart, "A makerspace night.", **in_thread(prompt["event_id"]))
+        second = await reader.say(smart, "And a tool library.", **in_thread(first))
+        command = await reader.say(
+            smart, "!update We lent 5 laptops.",
+            **{"m.relates_to": {"m.in_reply_to": {"event_id": prompt["event_id"]}}},
+        )  # fmt: skip
+        msgs = await reader.wait_for(
+            smart, lambda ms: sum("Thanks" in m["content"]["body"] for m in ms) >= 5,
+            sender=bot.user_id,
+        )  # fmt: skip
+        for event_id in (first, second, command):
+            assert await service.storage.cohort_update(event_id) is not None, event_id
+        assert sum("Thanks" in m["content"]["body"] for m in msgs) == 5
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)

@@ -196,7 +196,7 @@ async def test_group_rooms_and_asking_for_a_person(
     async with world(synapse, admin, tmp_path, bot_env) as w:
         bot, asker, team, room = w.bot.user_id, w.asker, w.team, w.team_room
         help_room = await asker.create_room(invite=[bot], name="Help")
-        await w.start(help_rooms=(help_room,))
+        service = await w.start(help_rooms=(help_room,))
         await eventually(lambda: joined(asker, help_room, bot))
 
         # Asking for a person in words, in a help room: the case thread is under the question.
@@ -214,10 +214,23 @@ async def test_group_rooms_and_asking_for_a_person(
         # "!human" alone hands over the question the bot answered just before.
         dm = await direct_chat(asker, bot)
         kiosk = await asker.say(dm, "where would a book kiosk go?")
-        await asker.wait_for(dm, replies_to(kiosk), sender=bot)
+        msgs = await asker.wait_for(dm, replies_to(kiosk), sender=bot)
+        kiosk_answer = reply_to(msgs, kiosk)["event_id"]
         human = await asker.say(dm, "!human")
         await asker.wait_for(dm, replies_to(human), sender=bot)
         await case_root(w, "where would a book kiosk go?")
+
+        # A 👎 on that answer afterwards does not offer !human again: it is with the team.
+        async def escalated() -> bool:
+            answer = await service.storage.answer_by_event(kiosk_answer)
+            return answer is not None and answer.escalated
+
+        await eventually(escalated, what="the answer to be marked as handed to the team")
+        await react(asker, dm, kiosk_answer, "👎")
+        marker = await asker.say(dm, "!help")  # handled after the reaction (same room)
+        msgs = await asker.wait_for(dm, replies_to(marker), sender=bot)
+        assert not [m for m in msgs if in_reply_to(m) == kiosk_answer]
+        assert await service.storage.feedback_for(kiosk_answer) == [(asker.user_id, "down")]
 
 
 async def test_reminders_in_business_hours_and_auto_close(
@@ -260,6 +273,13 @@ async def test_reminders_in_business_hours_and_auto_close(
         # Answered, then silence: auto-closed after 3 days, the asker is told.
         await team.say(room, "Any branch desk can renew it.", **in_thread(root_id))
         await w.asker.wait_for(dm, containing("Any branch desk"), sender=bot)
+
+        # The bot stores the answered case after relaying: _set_times must come after that.
+        async def is_answered() -> bool:
+            case = await storage.case_by_thread_root(root_id)
+            return case is not None and case.state == "answered"
+
+        await eventually(is_answered, what="the answered case to be stored")
         answered = MONDAY_10 + timedelta(days=3)
         await _set_times(service, root_id, opened=MONDAY_10, last=answered)
         await escalation.tick(answered + timedelta(days=2, hours=23))

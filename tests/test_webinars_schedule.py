@@ -4,9 +4,12 @@ against a real database with a clock passed in: planned at the configured leads,
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,7 +18,7 @@ from network.app import Service
 from network.devserver import free_port
 from network.settings import Settings, parse_settings
 from network.storage import ItemInput, Storage, Target
-from network.webinars import WebinarReminders, ics_url, reminder_content
+from network.webinars import MAX_IDLE, WebinarReminders, ics_url, reminder_content
 
 ROOM = "#webinars:example.org"
 
@@ -211,3 +214,55 @@ async def test_webinar_ics_is_served(tmp_path: Path, bot_env: dict[str, str]) ->
         assert "SUMMARY:Webinar: Wi-Fi after hours" in body
     finally:
         await service.close()
+
+
+class _Waits(WebinarReminders):
+    """The reminder loop with its waits recorded instead of waited; stops after ``rounds``."""
+
+    def __init__(self, *args: Any, rounds: int, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.rounds = rounds
+        self.waits: list[float] = []
+
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
+        self.waits.append(seconds)
+        if len(self.waits) >= self.rounds:
+            stop.set()
+
+
+async def test_reminder_loop_backs_off_while_nothing_can_be_sent(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    storage = await Storage.open(s.database_path)
+    try:
+        now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+        # The 1h reminder was due a minute ago, but Matrix is not logged in: it stays due.
+        item_id = await store(storage, webinar("soon", now + timedelta(minutes=59)), now)
+        rem = _Waits(s, None, storage, clock=lambda: now, rounds=4)
+        await rem.run(asyncio.Event())
+        assert rem.waits == [1.0, 2.0, 4.0, 8.0]  # not a round every half second
+        assert [r.status for r in await storage.reminders_for(item_id)] == ["pending"]
+    finally:
+        await storage.close()
+
+
+async def test_reminder_loop_survives_a_database_error(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    storage = await Storage.open(s.database_path)
+    try:
+        calls = 0
+        real = storage.next_reminder_due
+
+        async def flaky() -> datetime | None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise sqlite3.OperationalError("database is locked")
+            return await real()
+
+        storage.next_reminder_due = flaky  # type: ignore[method-assign]
+        rem = _Waits(s, None, storage, rounds=3)
+        await rem.run(asyncio.Event())  # the error ends a round, not the loop
+        assert calls == 3
+        assert rem.waits == [1.0, MAX_IDLE, MAX_IDLE]  # nothing due: the usual idle wait
+    finally:
+        await storage.close()
