@@ -5,7 +5,8 @@ valid ``dashboard.token_ttl``, usable once: its nonce is recorded when exchanged
 link opens a page with a button; only the POST exchanges the token, because mail and
 chat link scanners prefetch GET links. The exchange sets a session cookie that is itself
 a signed token (purpose ``dashboard-session``): HttpOnly, SameSite=Strict, Secure on
-https, scoped to ``/dashboard``. Coordinators may instead log in with their Matrix account
+https, scoped to ``/dashboard``; logging out records its nonce, so a copy of the cookie is
+refused afterwards. Coordinators may instead log in with their Matrix account
 (network/dashboard_matrix_login.py); both end in the same session cookie. Every form
 carries a CSRF token bound to the session (HMAC of the session's nonce) and POSTs with a
 foreign ``Origin`` are refused.
@@ -166,6 +167,8 @@ def _page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse
         except DashboardUnavailable as e:
             return _render("dashboard_message.html.j2", 503, title="Dashboard off", text=str(e))
         session = _session(request, key)
+        if session is not None and await service.storage.session_ended(session.nonce):
+            session = None  # logged out: the cookie is still signed, but no longer good
         if request.method == "POST":
             if session is None:
                 return _render(
@@ -258,6 +261,9 @@ def start_session(
 
 
 async def _logout(request: web.Request, service: Service, session: Session) -> web.StreamResponse:
+    # Deleting the cookie is not enough: a copy of it would stay valid for the session's
+    # lifetime, so the session itself is ended.
+    await service.storage.end_session(session.nonce, session.name, datetime.now(UTC))
     resp = _redirect(f"{PREFIX}/login")
     resp.del_cookie(COOKIE, path=PREFIX)
     return resp

@@ -11,17 +11,27 @@ crash between the server's "250 OK" and that commit sends that one message again
 lease (10 minutes). A clean stop (cancelling the runner, closing the service) lets messages
 in flight finish and be marked, and gives back leases of runs not yet tried, so restarts
 send nothing twice. What a result costs (bounces, retries) is network/digest_outcomes.py.
+
+One run's trouble stays its own: an error while sending it (a template that fails, say)
+costs that run an attempt, with backoff, and the batch goes on. Whether its subscriber is
+still active is checked just before their message is sent, against a view of the batch's
+subscribers that is re-read as soon as one leaves through this process and at least every
+``STATUS_MAX_AGE`` for other processes (re-reading it per message would cost a fifth of
+the throughput); a run dropped meanwhile stays dropped even if its message went out. When
+the relay cannot be used at all, the batch stops handing email to it and its runs wait,
+without losing attempts, for a delay that grows while the relay stays away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from network.digest_outcomes import SendReport, record_result
+from network.digest_outcomes import SendReport, record_result, record_retry, retry_delay
 from network.digest_render import DigestItem, RenderedMessage, render_digest, render_immediate
 from network.errors import ConfigError
 from network.postman import Links, ListMail
@@ -30,15 +40,46 @@ from network.storage import Item, Storage
 from network.storage.subscribers import DigestRun, QueueEntry, Subscriber
 from network.subscriptions import Subscriptions
 
+# The runner's logger, as before this module was split out of network/digests.py.
+log = logging.getLogger("network.digests")
+
 # Stand-ins for the per-person links while a shared render is cached; URL-safe characters
 # only, so HTML escaping leaves them intact and a plain replace fills them in.
 _MANAGE = "https://libhub.invalid/__manage_link__"
 _UNSUBSCRIBE = "https://libhub.invalid/__unsubscribe_link__"
 RENDER_CACHE = 256
+STATUS_MAX_AGE = timedelta(seconds=1)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class _Subscribers:
+    """The subscribers of one batch, as recent as `_stale` asks (see the module docstring)."""
+
+    def __init__(self, storage: Storage, ids: Sequence[int], clock: Callable[[], datetime]) -> None:
+        self._storage = storage
+        self._ids = ids
+        self._clock = clock
+        self._subs: dict[int, Subscriber] = {}
+        self._left = -1  # storage.subscribers_left when last read
+        self._read_at: datetime | None = None
+        self._lock = asyncio.Lock()
+
+    def _stale(self) -> bool:
+        return (
+            self._read_at is None
+            or self._left != self._storage.subscribers_left
+            or self._clock() - self._read_at >= STATUS_MAX_AGE
+        )
+
+    async def get(self, subscriber_id: int) -> Subscriber | None:
+        async with self._lock:
+            if self._stale():
+                self._left, self._read_at = self._storage.subscribers_left, self._clock()
+                self._subs = await self._storage.subscribers_by_ids(self._ids)
+        return self._subs.get(subscriber_id)
 
 
 @dataclass(frozen=True)
@@ -46,13 +87,14 @@ class _Batch:
     """What one leased batch of runs is sent with."""
 
     runs: list[DigestRun]
-    subs: dict[int, Subscriber]
+    subs: _Subscribers
     entries: list[QueueEntry]
     items: dict[int, Item]
     renders: OrderedDict[tuple[object, ...], ListMail | None]
     links: Links
     now: datetime
     sent_to: set[int] = field(default_factory=set)  # subscribers whose message went out
+    relay_down: list[str] = field(default_factory=list)  # why the relay could not be used
 
 
 class DigestSender:
@@ -81,6 +123,7 @@ class DigestSender:
         self._wake = asyncio.Event()
         self._last_purge: datetime | None = None
         self._config_problem = ""
+        self._relay_failures = 0  # batches in a row that found the relay unusable
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -150,7 +193,7 @@ class DigestSender:
                 except ConfigError:
                     await self.storage.release_runs([r.id for r in runs], now=now)
                     raise
-            subs = await self.storage.subscribers_by_ids(sorted({r.subscriber_id for r in runs}))
+            subs = _Subscribers(self.storage, sorted({r.subscriber_id for r in runs}), self.clock)
             entries = await self.storage.queue_entries(
                 min(r.from_seq for r in runs), max(r.upto_seq for r in runs)
             )
@@ -163,7 +206,12 @@ class DigestSender:
             await self._send_batch(batch, report, progress)
             if len(items) > 5000:
                 items.clear()
+            if batch.relay_down:
+                break  # the rest waits for the relay (the runs' next_attempt says when)
         return report
+
+    def _relay_wait(self) -> timedelta:
+        return retry_delay(self._relay_failures)
 
     def _content(self, b: _Batch, run: DigestRun, sub: Subscriber) -> ListMail | None:
         """The shared render for this run (one per distinct content, time zone and kind)."""
@@ -204,12 +252,25 @@ class DigestSender:
                     await one(run)
 
         async def one(run: DigestRun) -> None:
-            sub = b.subs.get(run.subscriber_id)
+            try:
+                await attempt(run)
+            except Exception as e:  # this run's trouble only: it costs the run an attempt
+                log.exception("digest run %d failed; it is tried again later", run.id)
+                handed.add(run.id)  # recorded here, not given back
+                error = f"{type(e).__name__}: {e}"
+                await record_retry(
+                    self.storage, self.settings.digests, run, error, report, now=self.clock()
+                )
+
+        async def attempt(run: DigestRun) -> None:
+            sub = await b.subs.get(run.subscriber_id)  # they may have left since the lease
             if sub is None or sub.status != "active":
                 status = sub.status if sub else "deleted"
                 await self.storage.run_finished(run, status="dropped", error=status)
                 report.dropped += 1
                 return
+            if b.relay_down and sub.channel == "email":
+                return  # left untried: given back below, due when the relay may be back
             shared = self._content(b, run, sub)
             if shared is None:
                 await self.storage.run_finished(
@@ -236,10 +297,12 @@ class DigestSender:
                 await asyncio.wait(set(self._inflight), timeout=60)
             await asyncio.shield(self.storage.note_sent(sorted(b.sent_to)))
             # Runs leased but never handed to a delivery task (a clean stop) are due again
-            # at once; a dropped run caught half-way is simply looked at again.
+            # at once, or when the relay may be back; a dropped run caught half-way is
+            # simply looked at again.
             untried = [r.id for r in b.runs if r.id not in handed]
             if untried:
-                await asyncio.shield(self.storage.release_runs(untried, now=self.clock()))
+                due = self.clock() + (self._relay_wait() if b.relay_down else timedelta(0))
+                await asyncio.shield(self.storage.release_runs(untried, now=due))
 
     async def _deliver(
         self, run: DigestRun, sub: Subscriber, mail: ListMail, b: _Batch, report: SendReport
@@ -253,8 +316,24 @@ class DigestSender:
         result = await self.postman.send_list(
             sub.address, sub.channel, mail, fill, unsubscribe_url=unsubscribe_url, now=self.clock()
         )
+        if result.relay:
+            if not b.relay_down:  # once per batch: the wait grows while the relay is away
+                self._relay_failures += 1
+                log.warning(
+                    "mail relay unusable; digests wait %s: %s", self._relay_wait(), result.detail
+                )
+            b.relay_down.append(result.detail)
+        elif sub.channel == "email":
+            self._relay_failures = 0  # the relay answered, whatever it said
         await record_result(
-            self.storage, self.settings.digests, run, sub, result, report, now=self.clock()
+            self.storage,
+            self.settings.digests,
+            run,
+            sub,
+            result,
+            report,
+            now=self.clock(),
+            relay_wait=self._relay_wait(),
         )
         if result.ok:
             b.sent_to.add(sub.id)

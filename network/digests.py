@@ -29,10 +29,13 @@ from network.storage.subscribers import Subscriber
 log = logging.getLogger(__name__)
 
 CLAIM_CHUNK = 500
+ERROR_WAIT = 30.0  # seconds before looking again when the next work cannot be read
 
 
 class DigestRunner(DigestSender):
     """Plans and sends digests and notices. ``wake()`` after new items were queued."""
+
+    idle_wait = 60.0  # seconds the loop sleeps at most when nothing is due sooner
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -52,6 +55,8 @@ class DigestRunner(DigestSender):
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # Cleared before the round, not after: a wake-up during it starts another.
+            self._wake.clear()
             try:
                 await self.run_once()
             except ConfigError as e:
@@ -60,18 +65,26 @@ class DigestRunner(DigestSender):
                     self._config_problem = str(e)
             except Exception:
                 log.exception("digest round failed; trying again shortly")
-            now = self.clock()
-            following = await self.storage.next_digest_work()
-            timeout = 60.0
-            if following is not None:
-                timeout = max(1.0, min(timeout, (following - now).total_seconds()))
-            self._wake.clear()
+            try:
+                timeout = await self._idle_seconds()
+            except Exception:  # e.g. the database is locked: this loop must not die of it
+                log.exception(
+                    "cannot tell when digests are next due; looking again in %g s", ERROR_WAIT
+                )
+                timeout = ERROR_WAIT
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             try:
                 await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for w in waiters:
                     w.cancel()
+
+    async def _idle_seconds(self) -> float:
+        """How long the loop may sleep: until the next digest or retry, at most a minute."""
+        following = await self.storage.next_digest_work()
+        if following is None:
+            return self.idle_wait
+        return max(1.0, min(self.idle_wait, (following - self.clock()).total_seconds()))
 
     async def run_once(self) -> SendReport:
         now = self.clock()

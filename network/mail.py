@@ -3,8 +3,11 @@
 `SmtpSender` is a bounded pool of aiosmtplib connections that are reused across messages,
 re-opened when the server drops them and rotated after a number of messages. Every send
 returns a `SendResult` instead of raising, classified so the caller can act: a 5xx refusal
-of the recipient or the message is *permanent* (a bounce), while 4xx replies, connection
-trouble and problems on our side (authentication, sender refused) are *temporary*.
+of a recipient is a *bounce* (it counts against the address); a 5xx refusal of the message
+itself (after DATA, or a feature the server lacks) is *permanent* but no bounce; 4xx
+replies, sessions lost mid-message and our sender refused are *temporary*; and when the
+relay cannot be used at all (unreachable, login refused) the result says ``relay``: no
+message's fault, so callers wait for the relay instead of using up a message's attempts.
 
 Messages are built in network/mail_message.py (`build_message`) and SMTP URLs parsed in
 network/mail_target.py (`parse_smtp_url`).
@@ -56,6 +59,8 @@ class SendResult:
 
     ``refused`` lists recipients the server refused; for a message with several recipients
     some may have been accepted, so send one message per recipient when retries matter.
+    ``bounce``: refused for good because of the recipient (counts against the address).
+    ``relay``: the relay could not be used at all (down, login refused, not configured).
     """
 
     ok: bool
@@ -63,6 +68,8 @@ class SendResult:
     code: int | None
     detail: str
     refused: tuple[RecipientRefusal, ...] = ()
+    bounce: bool = False
+    relay: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ def _refusal_result(refusals: list[RecipientRefusal], accepted_any: bool) -> Sen
         code=refusals[0].code,
         detail=f"{prefix} ({'permanent' if permanent else 'temporary'}): {listed}",
         refused=tuple(refusals),
+        bounce=permanent,
     )
 
 
@@ -285,12 +293,17 @@ class SmtpSender:
                 e.code,
                 f"login to {where} refused ({e.code} {e.message}): "
                 "check the SMTP user and password",
+                relay=True,
             )
         except (aiosmtplib.SMTPException, OSError) as e:
             self._discard(slot)
             log.warning("cannot connect to SMTP server %s: %s", where, e)
             return SendResult(
-                False, False, None, f"cannot connect to SMTP server {where}: {e}; will retry"
+                False,
+                False,
+                None,
+                f"cannot connect to SMTP server {where}: {e}; will retry",
+                relay=True,
             )
 
         slot.sent += 1
@@ -305,6 +318,8 @@ class SmtpSender:
                 False, False, e.code, f"{where} refused our sender {e.sender}: {e.code} {e.message}"
             )
         except aiosmtplib.SMTPResponseException as e:
+            # The message itself was refused (e.g. its content or size, after DATA): no
+            # recipient is to blame, so no bounce.
             if e.code == 421:
                 self._discard(slot)
             permanent = 500 <= e.code < 600
@@ -315,9 +330,11 @@ class SmtpSender:
             return SendResult(False, True, None, f"{where} cannot take this message: {e}")
         except (aiosmtplib.SMTPException, OSError) as e:
             self._discard(slot)
+            # Not ``relay``: a session lost mid-message may be this message's doing, and a
+            # message that keeps failing must use up its attempts, not stall everyone.
             return SendResult(False, False, None, f"connection to {where} failed: {e}; will retry")
-        except ValueError as e:
-            return SendResult(False, True, None, f"message cannot be sent: {e}")
+        except ValueError as e:  # an address the message cannot be sent to
+            return SendResult(False, True, None, f"message cannot be sent: {e}", bounce=True)
         if errors:
             refusals = [RecipientRefusal(a, r.code, r.message) for a, r in errors.items()]
             return _refusal_result(refusals, accepted_any=True)

@@ -5,16 +5,21 @@ digest runner) or through apprise for any other channel, and always returns a
 `SendResult` the caller can act on (bounce, retry, done). List mail (digests and notices)
 gets ``List-Unsubscribe`` (https and mailto) and ``List-Unsubscribe-Post``; personal
 messages (confirmations, manage links) do not, since there is no list to leave yet.
-`Links` signs the URLs: confirm, manage, unsubscribe, and the calendar files of webinars.
+`Postman.later` runs such a personal send in the background, one at a time from a bounded
+queue, for pages whose answer must not depend on whether anything was sent (the time a
+send takes would tell); `close` cancels what is left. `Links` signs the URLs: confirm,
+manage, unsubscribe, and the calendar files of webinars.
 """
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import functools
+import logging
 import secrets
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -33,6 +38,14 @@ from network.mail_message import build_message
 from network.mail_target import parse_smtp_url
 from network.settings import Settings, secret
 from network.storage.subscribers import SubscribeRequest
+
+log = logging.getLogger(__name__)
+
+# Background sends waiting at most; more are dropped (form posts are rate-limited per client
+# too, so this is only reached by a flood).
+BACKGROUND_QUEUE = 100
+
+Job = Callable[[], Awaitable[None]]
 
 # -- links ---------------------------------------------------------------------------------
 
@@ -94,6 +107,9 @@ class Postman:
         self.unsubscribe_mailbox = (
             email.unsubscribe_mailto.removeprefix("mailto:") or email.sender_address
         )
+        self._jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=BACKGROUND_QUEUE)
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def smtp(self) -> SmtpSender:
@@ -156,7 +172,7 @@ class Postman:
             if unsubscribe_url:
                 set_alternative(msg, message.text, message.html)
         except ValueError as e:
-            return SendResult(False, True, None, f"message cannot be built: {e}")
+            return SendResult(False, True, None, f"message cannot be built: {e}", bounce=True)
         return await self._smtp_send(msg)
 
     async def send_list(
@@ -189,14 +205,14 @@ class Postman:
             )
             _set_encoded_alternative(msg, *mail.personal(fill))
         except ValueError as e:
-            return SendResult(False, True, None, f"message cannot be built: {e}")
+            return SendResult(False, True, None, f"message cannot be built: {e}", bounce=True)
         return await self._smtp_send(msg)
 
     async def _smtp_send(self, msg: EmailMessage) -> SendResult:
         try:
             smtp = self.smtp
         except ConfigError as e:  # no SMTP server configured: retried once there is one
-            return SendResult(False, False, None, str(e))
+            return SendResult(False, False, None, str(e), relay=True)
         return await smtp.send(msg)
 
     async def _send_apprise(self, url: str, message: RenderedMessage) -> SendResult:
@@ -205,10 +221,56 @@ class Postman:
         try:
             await self.channels.send(url, title="" if limit else message.subject, body=body)
         except DeliveryError as e:
-            return SendResult(False, not e.transient, None, str(e))
+            # The subscriber's own URL refused: that is their bounce.
+            return SendResult(False, not e.transient, None, str(e), bounce=not e.transient)
         return SendResult(True, False, None, "accepted")
 
+    # -- in the background --
+
+    def later(self, job: Job) -> bool:
+        """Run ``job`` (which sends something) in the background, after those queued before
+        it; False when it was dropped (queue full, or closing)."""
+        if self._closed:
+            return False
+        try:
+            self._jobs.put_nowait(job)
+        except asyncio.QueueFull:
+            log.warning("background send dropped: %d already waiting", self._jobs.qsize())
+            return False
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work(), name="postman-background")
+        return True
+
+    async def idle(self) -> None:
+        """Wait until every background job queued so far is done (for tests and tools)."""
+        await self._jobs.join()
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._jobs.get()
+            try:
+                await job()
+            except Exception:
+                log.exception("background send failed")
+            finally:
+                self._jobs.task_done()
+
     async def close(self) -> None:
+        self._closed = True
+        if self._worker is not None:
+            # Cancelled, not drained: a send can take the SMTP timeout, and a shutdown
+            # should not wait for a queue of them. A manage link asked for in the last
+            # moment is lost; asking again sends it.
+            self._worker.cancel()
+            await asyncio.wait([self._worker])
+            self._worker = None
+        dropped = 0
+        while not self._jobs.empty():  # so `idle` does not wait for them forever
+            self._jobs.get_nowait()
+            self._jobs.task_done()
+            dropped += 1
+        if dropped:
+            log.info("%d background send(s) dropped at shutdown", dropped)
         if self._smtp is not None:
             await self._smtp.close()
             self._smtp = None

@@ -11,6 +11,7 @@ Topics and addresses are in network/topics.py, sending and links in network/post
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -265,9 +266,16 @@ class Subscriptions:
             log.info("subscriber %d unsubscribed", subscriber.id)
         return changed
 
-    async def send_manage_link(self, address_text: str) -> None:
+    def send_manage_link(self, address_text: str) -> None:
         """Email a manage link to an active subscriber; silent for anyone else (and
-        rate-limited like subscribe requests), so the page reveals nothing."""
+        rate-limited like subscribe requests), so the page reveals nothing.
+
+        Everything, the lookup included, happens in the background (`Postman.later`): the
+        caller answers at once whoever asked, so how long the answer took tells nothing.
+        """
+        self.postman.later(functools.partial(self._send_manage_link, address_text))
+
+    async def _send_manage_link(self, address_text: str) -> None:
         try:
             address = parse_address(address_text, schemes=None)
         except SubscriptionError:

@@ -9,6 +9,7 @@ zones a person picks from). Nothing here does I/O.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -215,11 +216,15 @@ def next_due(prefs: Preferences, now: datetime) -> datetime | None:
     return next_send(schedule_of(prefs), now)
 
 
-def time_zones() -> list[str]:
-    """IANA zones people pick from: regions with a city, no legacy aliases."""
+@functools.cache
+def time_zones() -> tuple[str, ...]:
+    """IANA zones people pick from: regions with a city, no legacy aliases.
+
+    Cached: listing them scans the tzdata files, blocking the event loop on every form.
+    """
     legacy = ("Etc/", "SystemV/", "US/", "posix/", "right/")
     zones = sorted(z for z in available_timezones() if "/" in z and not z.startswith(legacy))
-    return [*zones, "UTC"]
+    return (*zones, "UTC")
 
 
 def describe(prefs: Preferences, catalog: TopicCatalog) -> str:

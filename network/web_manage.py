@@ -66,7 +66,7 @@ async def manage_request_post(request: web.Request) -> web.Response:
         return csrf_failed(request)
     if not form_allowed(request):
         return too_many(request)
-    await subs.send_manage_link(str(form.get("address", "")))
+    subs.send_manage_link(str(form.get("address", "")))  # sent in the background
     return message_page(
         request,
         "Check your inbox",

@@ -266,7 +266,10 @@ def guard(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ConfigError as e:
-            log.error("subscription page %s unavailable: %s", request.path, e)
+            # The route's pattern, not the path: paths hold confirm/manage/unsubscribe tokens.
+            resource = request.match_info.route.resource
+            where = resource.canonical if resource is not None else "?"
+            log.error("subscription page %s unavailable: %s", where, e)
             return message_page(
                 request,
                 "Subscriptions are not available",

@@ -159,12 +159,28 @@ async def test_login_once_then_session_cookie_and_csrf_protected_retry(service: 
         assert await service.storage.failed_rows() == []
         assert (await service.storage.outbox_counts())["pending"] == 1
 
+        [session_cookie] = [c.value for c in http.cookie_jar if c.key == "libhub_dashboard"]
+        copied = {"Cookie": f"libhub_dashboard={session_cookie}"}
+        async with aiohttp.ClientSession() as replay:  # the copy works while logged in
+            async with replay.get(f"{base(service)}/dashboard", headers=copied) as r:
+                assert r.status == 200 and "Logged in as dana" in await r.text()
         async with http.post(
             f"{base(service)}/dashboard/logout", data={"csrf": csrf}, allow_redirects=False
         ) as r:
             assert r.status == 303
         async with http.get(f"{base(service)}/dashboard", allow_redirects=False) as r:
             assert r.status == 303
+
+    # A copy of the cookie taken before logging out is refused: the session has ended.
+    async with aiohttp.ClientSession() as replay:
+        async with replay.get(
+            f"{base(service)}/dashboard", headers=copied, allow_redirects=False
+        ) as r:
+            assert r.status == 303 and r.headers["Location"] == "/dashboard/login"
+        async with replay.post(
+            retry, data={"csrf": csrf}, headers=copied, allow_redirects=False
+        ) as r:
+            assert r.status == 401
 
     # The same link a second time: refused.
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:

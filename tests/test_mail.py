@@ -27,6 +27,7 @@ from tests.waiting import eventually
 
 BOUNCE = "gone@example.org"  # the server answers 550 for this recipient
 GREYLISTED = "later@example.org"  # ... and 451 for this one
+TOO_BIG = "big@example.org"  # accepted, but the message is refused after DATA with 552
 PASSWORD = "s3cret-Pa55word"
 UNSUB_URL = (
     "https://libhub.example.org/u/eyJ2IjoxLCJwIjoidW5zdWJzY3JpYmUiLCJzIjoic3ViOjEyMzQ1NiJ9"
@@ -62,6 +63,8 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        if TOO_BIG in envelope.rcpt_tos:
+            return "552 5.3.4 Message size exceeds fixed limit"
         with self.lock:
             self.messages.append(
                 (envelope.mail_from, list(envelope.rcpt_tos), envelope.content, session.peer)
@@ -342,11 +345,23 @@ async def test_550_is_permanent_and_451_temporary(server: Server) -> None:
         later = await sender.send(make(to=GREYLISTED))
         fine = await sender.send(make())
     assert not bounce.ok and bounce.permanent and bounce.code == 550
+    assert bounce.bounce and not bounce.relay
     assert "No such user" in bounce.detail and bounce.refused[0].address == BOUNCE
     assert not later.ok and not later.permanent and later.code == 451
+    assert not later.bounce and not later.relay
     assert "Greylisted" in later.detail
     # A refusal leaves the connection usable for the next message.
     assert fine.ok and sender.connections_opened == 1
+
+
+async def test_message_refused_after_data_is_permanent_but_no_bounce(server: Server) -> None:
+    async with sender_for(server) as sender:
+        refused = await sender.send(make(to=TOO_BIG))
+        fine = await sender.send(make())
+    assert not refused.ok and refused.permanent and refused.code == 552
+    # The recipient was accepted: the message, not the address, is at fault.
+    assert not refused.bounce and not refused.relay and refused.refused == ()
+    assert "552" in refused.detail and fine.ok
 
 
 async def test_partial_refusal_is_reported_per_recipient(server: Server) -> None:
@@ -389,6 +404,7 @@ async def test_server_down_is_temporary_with_a_clear_detail() -> None:
     result = await sender.send(make())
     await sender.close()
     assert not result.ok and not result.permanent and result.code is None
+    assert result.relay and not result.bounce  # the relay's trouble, nobody's message's
     assert f"cannot connect to SMTP server smtp://127.0.0.1:{port}" in result.detail
 
 
@@ -430,6 +446,7 @@ async def test_login_works_and_wrong_password_is_temporary_and_not_logged(
     ) as bad:
         result = await bad.send(make())
     assert not result.ok and not result.permanent and result.code == 535
+    assert result.relay and not result.bounce
     assert "check the SMTP user and password" in result.detail
     assert PASSWORD not in caplog.text and PASSWORD not in result.detail
 

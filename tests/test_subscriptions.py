@@ -4,9 +4,11 @@ manage links that reveal nothing about who is subscribed."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +29,7 @@ from tests.digestkit import (
     publish,
     settings_for,
 )
+from tests.waiting import eventually
 
 Env = DigestEnv
 
@@ -167,12 +170,54 @@ async def test_manage_link_only_for_subscribers_and_same_answer_for_everyone(env
     await subs.request("member@example.org", subs.defaults(), source="web")
     await subs.confirm(_token(link_to(parts(sink.to("member@example.org")[0])[0], "confirm")))
     for address in ("member@example.org", "stranger@example.org", "not an address"):
-        await subs.send_manage_link(address)  # never raises, never tells
+        subs.send_manage_link(address)  # never raises, never tells
+    await svc.postman.idle()
     assert sink.to("stranger@example.org") == []
     manage_mail = sink.to("member@example.org")[1]
     manage = link_to(parts(manage_mail)[0], "manage")
     sub = await subs.subscriber_for(_token(manage), "manage")
     assert sub.address == "member@example.org"
+
+
+async def test_manage_link_is_sent_in_the_background_and_cancelled_at_close(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc, sink = env.service, env.sink
+    subs = svc.subscriptions
+    await subs.request("member@example.org", subs.defaults(), source="web")
+    await subs.confirm(_token(link_to(parts(sink.to("member@example.org")[0])[0], "confirm")))
+    gate = asyncio.Event()  # never opened: the relay hangs
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def hanging_send(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    monkeypatch.setattr(svc.postman, "send", hanging_send)
+    caller = asyncio.current_task()
+    lookups: list[asyncio.Task[Any] | None] = []
+    real_lookup = svc.storage.subscriber_by_key
+
+    async def lookup(key: str) -> Any:
+        lookups.append(asyncio.current_task())
+        return await real_lookup(key)
+
+    monkeypatch.setattr(svc.storage, "subscriber_by_key", lookup)
+    # Returns at once for a member and a stranger alike: the lookup and the send happen
+    # in the background, in order, not in the caller.
+    subs.send_manage_link("member@example.org")
+    subs.send_manage_link("stranger@example.org")
+    assert lookups == []
+    await eventually(started.is_set, what="the background send")
+    assert lookups and caller not in lookups
+    await svc.postman.close()  # the hanging send does not hold up the shutdown
+    assert cancelled.is_set()
+    await svc.postman.idle()  # nothing is left waiting either
+    assert len(sink.to("member@example.org")) == 1  # just the confirmation
 
 
 async def test_subscribe_from_matrix_parses_words_in_any_order(env: Env) -> None:

@@ -4,10 +4,13 @@ errors, and the headers that keep token URLs from leaking."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import zoneinfo
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -28,6 +31,7 @@ from tests.digestkit import (
     settings_for,
     subscriber,
 )
+from tests.waiting import eventually
 
 
 @dataclass
@@ -123,7 +127,60 @@ async def test_same_answer_whether_or_not_the_address_is_subscribed(env: Env) ->
         resp = await client.post("/manage", data={"address": address, "csrf": token})
         manage_answers.append(await resp.text())
     assert manage_answers[0] == manage_answers[1]
+    await svc.postman.idle()
+    assert link_to(parts(env.sink.to("known@example.org")[-1])[0], "manage")
     assert env.sink.to("nobody@example.org") == []
+
+
+async def test_manage_link_answer_waits_for_neither_the_lookup_nor_the_mail(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, svc = env.client, env.service
+    await subscriber(svc, "known@example.org", now=env.clock.now)
+    # Who is subscribed is looked up behind a gate that stays shut until both answers are
+    # in: an answer that waited for the lookup (or the mail after it) would never come, and
+    # one that did not wait cannot depend on whether the address is subscribed.
+    gate = asyncio.Event()
+    real_lookup = svc.storage.subscriber_by_key
+
+    async def gated_lookup(key: str) -> Any:
+        await gate.wait()
+        return await real_lookup(key)
+
+    monkeypatch.setattr(svc.storage, "subscriber_by_key", gated_lookup)
+    answers = []
+    for address in ["known@example.org", "nobody@example.org"]:
+        token = csrf_of(await (await client.get("/manage")).text())
+        post = asyncio.create_task(client.post("/manage", data={"address": address,
+                                                                "csrf": token}))  # fmt: skip
+        await eventually(post.done, what=f"the answer for {address}")
+        resp = post.result()
+        answers.append((resp.status, await resp.text()))
+    assert answers[0] == answers[1] and answers[0][0] == 200
+    assert env.sink.received == []
+    gate.set()
+    await eventually(lambda: env.sink.to("known@example.org"), what="the manage link")
+    await svc.postman.idle()
+    assert env.sink.to("nobody@example.org") == []
+
+
+async def test_form_pages_list_time_zones_without_scanning_tzdata_each_time(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "Europe/Berlin" in await (await env.client.get("/subscribe")).text()
+    scans = 0
+    real = zoneinfo.available_timezones
+
+    def counted() -> set[str]:
+        nonlocal scans
+        scans += 1
+        return real()
+
+    monkeypatch.setattr("network.topics.available_timezones", counted)
+    for _ in range(3):
+        resp = await env.client.get("/subscribe")
+        assert "Europe/Berlin" in await resp.text()
+    assert scans == 0  # listed once per process, not once per page
 
 
 async def test_form_errors_are_shown_next_to_their_fields(env: Env) -> None:
@@ -198,7 +255,10 @@ async def test_broken_and_expired_links_explain_what_to_do(env: Env) -> None:
 
 
 async def test_without_a_secret_pages_say_subscriptions_are_not_set_up(
-    tmp_path: Path, sink: MailSink, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    sink: MailSink,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.delenv(SECRET_ENV, raising=False)
     service = await make_service(settings_for(tmp_path, sink.url), Clock(START))
@@ -207,5 +267,11 @@ async def test_without_a_secret_pages_say_subscriptions_are_not_set_up(
             resp = await client.get("/subscribe")
             assert resp.status == 503
             assert "Subscriptions are not available" in await resp.text()
+            # The log names the page, never the token in its address.
+            token = "eyJ2IjoxLCJwIjoidW5zdWJzY3JpYmUifQ.c2VjcmV0LXRva2Vu"
+            resp = await client.get(f"/unsubscribe/{token}")
+            assert resp.status == 503
+        assert "subscription page /unsubscribe/{token} unavailable" in caplog.text
+        assert token not in caplog.text
     finally:
         await service.close()

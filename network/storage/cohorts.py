@@ -485,3 +485,12 @@ class CommunityStore(Database):
             (nonce, subject, now_iso(now)),
         )
         return changed > 0
+
+    async def end_session(self, nonce: str, subject: str, now: datetime) -> None:
+        """Record a dashboard session as logged out: its cookie is refused from now on.
+        Kept with the used login tokens (nonces are random, so they never collide)."""
+        await self.use_login_nonce(nonce, f"logout:{subject}", now)
+
+    async def session_ended(self, nonce: str) -> bool:
+        row = await self.fetchone("SELECT 1 FROM dashboard_logins WHERE nonce = ?", (nonce,))
+        return row is not None

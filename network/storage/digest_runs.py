@@ -151,8 +151,11 @@ class DigestRunStore(Database):
     async def run_sent(self, run: DigestRun, *, now: datetime) -> None:
         """Mark one run sent: a single statement (one commit), made the moment the server
         accepted the message, so a crash can repeat at most the messages in flight."""
+        # Only a pending run: one dropped meanwhile (they unsubscribed while it was being
+        # sent) stays dropped.
         await self.execute(
-            "UPDATE digest_runs SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
+            "UPDATE digest_runs SET status = 'sent', sent_at = ?, last_error = NULL "
+            "WHERE id = ? AND status = 'pending'",
             (now_iso(now), run.id),
         )
 
@@ -179,23 +182,34 @@ class DigestRunStore(Database):
                 "UPDATE subscribers SET last_error = ? WHERE id = ?", (error, run.subscriber_id)
             )
 
+    async def run_postponed(self, run: DigestRun, *, error: str, next_attempt: datetime) -> None:
+        """Try ``run`` again at ``next_attempt`` without counting this attempt (the relay
+        could not be used: not the run's fault)."""
+        await self.execute(
+            "UPDATE digest_runs SET last_error = ?, next_attempt = ?, "
+            "attempts = MAX(0, attempts - 1) WHERE id = ? AND status = 'pending'",
+            (error, now_iso(next_attempt), run.id),
+        )
+
     async def run_finished(self, run: DigestRun, *, status: str, error: str) -> None:
         """End a run without sending it: ``failed`` (gave up) or ``dropped`` (not wanted)."""
         if status not in ("failed", "dropped"):
             raise ValueError(f"a run ends as failed or dropped, not {status!r}")
         async with self.transaction() as conn:
-            await conn.execute(
-                "UPDATE digest_runs SET status = ?, last_error = ? WHERE id = ?",
+            cur = await conn.execute(
+                "UPDATE digest_runs SET status = ?, last_error = ? "
+                "WHERE id = ? AND status = 'pending'",
                 (status, error, run.id),
             )
-            if status == "failed":
+            if status == "failed" and cur.rowcount > 0:
                 await conn.execute(
                     "UPDATE subscribers SET last_error = ? WHERE id = ?",
                     (error, run.subscriber_id),
                 )
 
     async def release_runs(self, run_ids: Sequence[int], *, now: datetime) -> None:
-        """Give back leased runs that were not tried (a clean stop): due again at once."""
+        """Give back leased runs that were not tried: due again at ``now`` (a clean stop
+        gives the current time; a relay outage a later one)."""
         if not run_ids:
             return
         marks = ",".join("?" * len(run_ids))

@@ -43,6 +43,10 @@ __all__ = [
 
 
 class SubscriberStore(Database):
+    # Counts subscribers leaving (unsubscribed, suspended) through this connection, so the
+    # digest sender knows at once that its view of who is subscribed is out of date.
+    subscribers_left = 0
+
     # -- subscribe requests ----------------------------------------------------------------
 
     async def record_subscribe_request(
@@ -151,15 +155,10 @@ class SubscriberStore(Database):
                 sub_id = sub.id
                 created = False
                 if sub.status != "active":
-                    # Coming back: start from now, not from where they left.
+                    await _reactivate(conn, sub_id, now, from_status=sub.status)
                     await conn.execute(
-                        "UPDATE subscribers SET status = 'active', confirmed_at = ?, "
-                        "unsubscribed_at = NULL, suspended_at = NULL, bounce_score = 0, "
-                        "last_bounce_at = NULL, last_error = NULL, last_period = ?, "
-                        "queue_cursor = (SELECT COALESCE(MAX(seq), 0) FROM digest_queue), "
-                        "consent = ? WHERE id = ?",
+                        "UPDATE subscribers SET confirmed_at = ?, consent = ? WHERE id = ?",
                         (
-                            now_iso(now),
                             now_iso(now),
                             f"confirmed link sent to the address on {now_iso(request.created_at)}",
                             sub_id,
@@ -269,20 +268,14 @@ class SubscriberStore(Database):
                 "WHERE subscriber_id = ? AND status = 'pending'",
                 (subscriber_id,),
             )
+        self.subscribers_left += 1
         return changed
 
     async def resume_subscriber(self, subscriber_id: int, *, now: datetime) -> bool:
         """Lift a bounce suspension (a coordinator fixed the address); the bounce score
-        starts again from 0. False unless the subscriber was suspended."""
-        return (
-            await self.execute(
-                "UPDATE subscribers SET status = 'active', suspended_at = NULL, "
-                "bounce_score = 0, last_bounce_at = NULL, updated_at = ? "
-                "WHERE id = ? AND status = 'suspended'",
-                (now_iso(now), subscriber_id),
-            )
-            > 0
-        )
+        starts again from 0 and mail from now. False unless the subscriber was suspended."""
+        async with self.transaction() as conn:
+            return await _reactivate(conn, subscriber_id, now, from_status="suspended")
 
     async def record_bounce(
         self, subscriber_id: int, *, score: float, now: datetime, suspend: bool, error: str
@@ -309,6 +302,8 @@ class SubscriberStore(Database):
                     "WHERE subscriber_id = ? AND status = 'pending'",
                     (subscriber_id,),
                 )
+        if suspend:
+            self.subscribers_left += 1
 
     async def purge_subscription_records(self, now: datetime, *, keep: timedelta) -> None:
         """Forget expired tokens and old requests (they hold addresses of non-subscribers)."""
@@ -326,6 +321,21 @@ async def _load(conn: Any, subscriber_id: int) -> Subscriber:
     if row is None:
         raise LookupError(f"subscriber {subscriber_id} does not exist")
     return Subscriber.from_row(row)
+
+
+async def _reactivate(conn: Any, subscriber_id: int, now: datetime, *, from_status: str) -> bool:
+    """Make a suspended or unsubscribed subscriber active again, starting from now: the
+    cursor moves to the end of the queue and the last period to now, so someone coming
+    back after months gets what arrives from now on, not everything since they left."""
+    stamp = now_iso(now)
+    cur = await conn.execute(
+        "UPDATE subscribers SET status = 'active', unsubscribed_at = NULL, suspended_at = NULL, "
+        "bounce_score = 0, last_bounce_at = NULL, last_error = NULL, updated_at = ?, "
+        "last_period = ?, queue_cursor = (SELECT COALESCE(MAX(seq), 0) FROM digest_queue) "
+        "WHERE id = ? AND status = ?",
+        (stamp, stamp, subscriber_id, from_status),
+    )
+    return int(cur.rowcount) > 0
 
 
 async def _insert_subscriber(
