@@ -333,22 +333,21 @@ class Poller:
     async def _store(
         self, feed: FeedSettings, state: FeedState, items: Sequence[ParsedItem], now: datetime
     ) -> StoreResult:
-        def classified() -> list[ItemInput]:
-            inputs = []
-            for parsed in items:
-                kind, enriched = enrich(
-                    parsed,
-                    feed.kind,
-                    self.kind_rules,
-                    default_tz=self.settings.network.timezone,
-                    now=now,
-                )
-                inputs.append(to_input(enriched, kind))
-            return inputs
-
-        # Classifying and finding webinar times is regex work (about half a millisecond
-        # per webinar item): in a thread, so a feed of hundreds never stalls the loop.
-        inputs = await asyncio.to_thread(classified) if len(items) > 8 else classified()
+        inputs = []
+        for done, parsed in enumerate(items, 1):
+            kind, enriched = enrich(
+                parsed,
+                feed.kind,
+                self.kind_rules,
+                default_tz=self.settings.network.timezone,
+                now=now,
+            )
+            inputs.append(to_input(enriched, kind))
+            if done % 16 == 0:
+                # Classifying and finding webinar times is regex work (up to half a
+                # millisecond an item): a feed of hundreds lets the loop run between.
+                # (A thread would not help: `re` holds the GIL, and threads add switches.)
+                await asyncio.sleep(0)
         # Initial sync: what a feed holds when it is added is history, not news; only the
         # newest N (configurable) are posted. Items older than max_age are never posted.
         allowed: set[str] | None = None
