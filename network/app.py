@@ -31,6 +31,7 @@ from network.cohorts import Community
 from network.delivery import Delivery
 from network.delivery_state import DeliveryPolicy
 from network.digests import DigestRunner
+from network.errors import LibhubError
 from network.matrix import MatrixGateway
 from network.poller import Poller
 from network.postman import Postman
@@ -42,6 +43,13 @@ from network.web import make_web_app
 from network.webinars import WebinarReminders
 
 log = logging.getLogger(__name__)
+
+
+class ServiceFailed(LibhubError):
+    """A background loop died with an error; the service stopped."""
+
+    exit_code = 1
+
 
 VERSION = "0.1.0"
 
@@ -217,6 +225,20 @@ class Service:
             asyncio.create_task(self.digests.run(stop), name="digests"),
             asyncio.create_task(self.assistant.run(stop), name="assistant"),
         ]
+        failed: list[str] = []
+
+        def watch(task: asyncio.Task[Any]) -> None:
+            # A loop that dies while the service runs stops the whole service, so the
+            # process exits non-zero and systemd restarts it, instead of running half-dead.
+            if task.cancelled() or stop.is_set() or task.exception() is None:
+                return
+            error = task.exception()
+            log.error("background task %s failed; stopping", task.get_name(), exc_info=error)
+            failed.append(f"{task.get_name()}: {error!r}")
+            stop.set()
+
+        for task in tasks:
+            task.add_done_callback(watch)
         self.started.set()
         await stop.wait()
         for task in tasks:
@@ -224,6 +246,8 @@ class Service:
         for task in tasks:
             with suppress(asyncio.CancelledError, Exception):
                 await task
+        if failed:
+            raise ServiceFailed(f"background task failed: {'; '.join(failed)}")
 
     async def close(self) -> None:
         if self._web_runner is not None:

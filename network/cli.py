@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except LibhubError as e:
         err.print(f"libhub: {e}", highlight=False, soft_wrap=True)
-        return EXIT_CONFIG
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -26,18 +26,26 @@ class Duration(timedelta):
     """A length of time written as ``"90s"``, ``"15m"``, ``"1h30m"``, ``"2d"`` or seconds."""
 
 
+def _bounded(path: str, value: object, **parts: float) -> Duration:
+    # timedelta raises OverflowError past ~2.7 million years (and for inf).
+    try:
+        return Duration(**parts)
+    except OverflowError:
+        raise ConfigError(f"duration {value!r} is too long", path=path) from None
+
+
 def parse_duration(value: object, path: str) -> Duration:
     if isinstance(value, bool):
         raise ConfigError(f'expected a duration like "15m", got {value!r}', path=path)
     if isinstance(value, int | float):
-        if value < 0:
+        if value != value or value < 0:  # NaN compares unequal to itself
             raise ConfigError(f"expected a positive duration, got {value!r}", path=path)
-        return Duration(seconds=value)
+        return _bounded(path, value, seconds=value)
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m and any(m.groups()):
             d, h, mi, s = (int(g) if g else 0 for g in m.groups())
-            return Duration(days=d, hours=h, minutes=mi, seconds=s)
+            return _bounded(path, value, days=d, hours=h, minutes=mi, seconds=s)
     raise ConfigError(
         f'expected a duration like "90s", "15m", "1h30m" or "2d", got {value!r}', path=path
     )

@@ -36,7 +36,13 @@ from aiohttp import web
 
 from network.errors import LibhubError
 from network.settings import Settings, secret
-from network.tokens import PURPOSE_DASHBOARD, TokenError, sign_token, verify_token
+from network.tokens import (
+    MIN_SECRET_BYTES,
+    PURPOSE_DASHBOARD,
+    TokenError,
+    sign_token,
+    verify_token,
+)
 
 if TYPE_CHECKING:
     from network.app import Service
@@ -60,7 +66,14 @@ def dashboard_secret(settings: Settings) -> bytes:
             f"the dashboard needs a secret: set the environment variable {settings.web.secret_env} "
             "to a long random value (see web.secret_env)"
         )
-    return value.encode("utf-8")
+    key = value.encode("utf-8")
+    if len(key) < MIN_SECRET_BYTES:
+        # The token code refuses short keys with ValueError; say so here, not as a 500.
+        raise DashboardUnavailable(
+            f"the secret in {settings.web.secret_env} is {len(key)} bytes; use at least "
+            f"{MIN_SECRET_BYTES} random bytes (see web.secret_env)"
+        )
+    return key
 
 
 def issue_login_token(settings: Settings, name: str, *, now: datetime) -> str:
@@ -148,10 +161,18 @@ def _session(request: web.Request, key: bytes) -> Session | None:
 
 
 def same_origin(request: web.Request) -> bool:
+    """True unless the browser says the form came from another origin.
+
+    The Origin may match web.public_url (behind a proxy that rewrites Host) or, for direct
+    access, the request's own Host."""
     origin = request.headers.get("Origin")
     if not origin or origin == "null":
         return origin is None
-    return urlsplit(origin).netloc == request.host
+    public = urlsplit(service_of(request).settings.web.public_url)
+    sent = urlsplit(origin)
+    if (sent.scheme, sent.netloc.lower()) == (public.scheme, public.netloc.lower()):
+        return True
+    return sent.netloc.lower() == request.host.lower()
 
 
 Page = Callable[[web.Request, "Service", Session], Awaitable[web.StreamResponse]]

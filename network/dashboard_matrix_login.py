@@ -4,7 +4,8 @@ A coordinator (``assistance.coordinators``) whose account lives on the bot's hom
 types their Matrix user id and password. libhub sends them to that homeserver's
 ``/login`` once, checks that the homeserver answers for exactly that user, logs the new
 Matrix session out again and opens a dashboard session. The password is never stored or
-logged. Attempts are limited per client address, on top of the homeserver's own limits.
+logged. Attempts are limited per client address (IPv6 by /64) and per Matrix account, on
+top of the homeserver's own limits.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from network.web_limits import PerClientLimit, client_address
 log = logging.getLogger(__name__)
 
 DEVICE_NAME = "libhub dashboard login (signed out at once)"
-# Password attempts per client address, per quarter hour.
+# Password attempts per client address, and per Matrix account, per quarter hour. The
+# account limit stops guessing spread over many addresses.
 ATTEMPTS: web.AppKey[PerClientLimit] = web.AppKey("dashboard_matrix_attempts")
+ACCOUNT_ATTEMPTS: web.AppKey[PerClientLimit] = web.AppKey("dashboard_matrix_account_attempts")
 TIMEOUT = aiohttp.ClientTimeout(total=15)
 
 
@@ -48,6 +51,15 @@ def server_name(user_id: str) -> str:
     return user_id.partition(":")[2]
 
 
+async def _json_object(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The body as a JSON object; {} for an empty or non-JSON body (a proxy's 502 page)."""
+    try:
+        answer = await resp.json(content_type=None)
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
 async def check_password(homeserver: str, user_id: str, password: str) -> bool:
     """True when the homeserver accepts the password for ``user_id``; its session is ended."""
     body = {
@@ -60,7 +72,7 @@ async def check_password(homeserver: str, user_id: str, password: str) -> bool:
     try:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
             async with http.post(f"{base}/_matrix/client/v3/login", json=body) as resp:
-                answer: dict[str, Any] = await resp.json(content_type=None)
+                answer = await _json_object(resp)
                 if resp.status in (400, 401, 403):
                     return False
                 if resp.status != 200:
@@ -108,6 +120,13 @@ async def login_with_matrix(request: web.Request) -> web.StreamResponse:
             "This account may not use the dashboard. Coordinators are listed in the "
             "configuration (assistance.coordinators); ask one for a login link.",
         )
+    if not request.app[ACCOUNT_ATTEMPTS].allow(user_id):
+        log.warning("dashboard: too many Matrix login attempts for %s", user_id)
+        return refuse(
+            429,
+            "Too many attempts for this account. Wait a quarter of an hour, or use a login "
+            "link from `libhub admin token`.",
+        )
     try:
         accepted = await check_password(settings.matrix.homeserver, user_id, password)
     except HomeserverTrouble as e:
@@ -127,4 +146,5 @@ async def login_with_matrix(request: web.Request) -> web.StreamResponse:
 
 def setup_matrix_login(app: web.Application) -> None:
     app[ATTEMPTS] = PerClientLimit(10, 15 * 60)
+    app[ACCOUNT_ATTEMPTS] = PerClientLimit(10, 15 * 60, key=str)
     app.router.add_post(f"{PREFIX}/login/matrix", login_with_matrix)

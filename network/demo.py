@@ -129,10 +129,10 @@ def demo_secrets(data_dir: Path) -> tuple[str, str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     secret_file = data_dir / "secrets"
     if not secret_file.exists():
-        secret_file.write_text(
-            f"{secrets.token_urlsafe(16)}\n{secrets.token_urlsafe(32)}\n", encoding="utf-8"
-        )
-        secret_file.chmod(0o600)
+        # Created owner-only: a write-then-chmod would leave it readable for a moment.
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"{secrets.token_urlsafe(16)}\n{secrets.token_urlsafe(32)}\n")
     bot_password, web_secret = secret_file.read_text(encoding="utf-8").split()
     return bot_password, web_secret
 
@@ -144,14 +144,18 @@ async def run_demo(data_dir: Path) -> int:
 
     hs_port, smtp_port = _port_or_free(8008), _port_or_free(8025)
     feeds_port, web_port = _port_or_free(8090), _port_or_free(8080)
-    with console.status("starting the local homeserver (Synapse)…"):
-        server = DevHomeserver(data_dir / "synapse", port=hs_port)
-        await server.start()
+    server = DevHomeserver(data_dir / "synapse", port=hs_port)
     sink = MailSink(port=smtp_port, folder=data_dir / "mail")
-    sink.start()
-    feeds_runner = await serve_feeds(feeds_port)
+    sink_started = False
+    feeds_runner: web.AppRunner | None = None
     service: Service | None = None
+    # Everything starts inside the try: a failure half-way stops what already started.
     try:
+        with console.status("starting the local homeserver (Synapse)…"):
+            await server.start()
+        sink.start()
+        sink_started = True
+        feeds_runner = await serve_feeds(feeds_port)
         bot = await server.register("libhub", bot_password)
         librarian = await server.register(*LIBRARIAN, admin=True, displayname="Demo Librarian")
         await server.lift_ratelimit(bot.user_id, librarian.access_token)
@@ -186,7 +190,9 @@ The sample items arrive in the rooms, and as mail in {data_dir / "mail"}, within
         console.print("stopping…")
         if service is not None:
             await service.close()
-        await feeds_runner.cleanup()
-        sink.stop()
+        if feeds_runner is not None:
+            await feeds_runner.cleanup()
+        if sink_started:
+            sink.stop()
         await server.stop()
     return 0

@@ -12,6 +12,10 @@ from __future__ import annotations
 class LibhubError(Exception):
     """Root of every error libhub raises on purpose."""
 
+    # What `libhub` exits with when this error ends a command: 2 means "fix the setup"
+    # (config, environment); a service that stopped on its own says 1.
+    exit_code = 2
+
 
 class ConfigError(LibhubError, ValueError):
     """The configuration file is missing, unreadable or invalid.

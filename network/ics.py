@@ -48,12 +48,23 @@ def _utc(value: datetime, what: str) -> str:
     return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+def calendar_uri(url: str) -> str | None:
+    """``url`` as a URI value, or None when it cannot be one (leave the URL field out).
+
+    A URI value is not TEXT and is not escaped, so anything that could break the line
+    structure is refused rather than written. Feeds do publish links with spaces; a space
+    is percent-encoded, which names the same page."""
+    uri = url.strip().replace(" ", "%20")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in uri):
+        return None
+    return uri if uri.startswith(("http://", "https://")) else None
+
+
 def _check_uri(url: str) -> str:
-    # A URI value is not TEXT and is not escaped, so anything that could break the line
-    # structure must be refused rather than written.
-    if any(c in url for c in "\r\n\t ") or not url.startswith(("http://", "https://")):
-        raise ValueError(f"webinar URL must be an http(s) URL without spaces, got {url!r}")
-    return url
+    uri = calendar_uri(url)
+    if uri is None:
+        raise ValueError(f"webinar URL must be an http(s) URL without line breaks, got {url!r}")
+    return uri
 
 
 def webinar_ics(

@@ -8,6 +8,7 @@ from the environment. Relative paths are relative to the config file's directory
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -99,18 +100,39 @@ class WebSettings:
                 ) from None
         if self.forms_per_client < 0:
             raise ConfigError("must be 0 (no limit) or more", path=f"{path}.forms_per_client")
+        if self.forms_per_client > 0 and self.forms_window <= timedelta(0):
+            raise ConfigError(
+                "expected a window above 0 (or set forms_per_client = 0 for no limit)",
+                path=f"{path}.forms_window",
+            )
         host, sep, port = self.listen.rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
         if not sep or not host or not port.isdigit():
             raise ConfigError(
                 f"expected 'host:port' like '127.0.0.1:8080', got {self.listen!r}",
                 path=f"{path}.listen",
             )
+        if ":" in host and not bracketed:
+            raise ConfigError(
+                f"write an IPv6 address in brackets, like '[::1]:8080', got {self.listen!r}",
+                path=f"{path}.listen",
+            )
+        if not 1 <= int(port) <= 65535:
+            raise ConfigError(f"port {port} is not 1 to 65535", path=f"{path}.listen")
+        if bracketed:
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                raise ConfigError(
+                    f"{host} is not an IPv6 address like '[::1]'", path=f"{path}.listen"
+                ) from None
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("expected an http:// or https:// URL", path=f"{path}.public_url")
 
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0]
+        # "[::1]:8080" binds "::1": the brackets only separate the address from the port.
+        return self.listen.rpartition(":")[0].removeprefix("[").removesuffix("]")
 
     @property
     def port(self) -> int:
@@ -419,6 +441,8 @@ class DashboardSettings:
     matrix_login: bool = True
 
     def validate(self, path: str) -> None:
+        if self.token_ttl < timedelta(minutes=1):
+            raise ConfigError("expected at least 1 minute", path=f"{path}.token_ttl")
         if self.session_ttl < timedelta(minutes=5):
             raise ConfigError("expected at least 5 minutes", path=f"{path}.session_ttl")
 
@@ -479,6 +503,22 @@ class Settings:
                     )
         for name in self.channels:
             check_id(name, f"channels.{name}")
+        self._check_rooms_unique()
+
+    def _check_rooms_unique(self) -> None:
+        # `cohorts sync` makes each managed room's members match its own list: a room named
+        # twice would have its members kicked and re-invited on every run.
+        refs = [("community.space", self.community.space)] if self.community.space else []
+        refs += [(f"community.rooms[{i}].room", r.room) for i, r in enumerate(self.community.rooms)]
+        refs += [(f"cohorts[{i}].room", c.room) for i, c in enumerate(self.cohorts)]
+        first: dict[str, str] = {}
+        for path, ref in refs:
+            if ref in first:
+                raise ConfigError(
+                    f"room {ref!r} is already used by {first[ref]}: give each its own room",
+                    path=path,
+                )
+            first[ref] = path
 
     @property
     def database_path(self) -> Path:
@@ -517,7 +557,9 @@ def parse_settings(
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}") from e
     environ = dict(os.environ) if env is None else env
-    for name, channel in (data.get("channels") or {}).items():
+    channels = data.get("channels")
+    # A `channels` that is not a table is reported by build() below, naming the key.
+    for name, channel in channels.items() if isinstance(channels, dict) else ():
         if isinstance(channel, dict) and "urls" in channel:
             channel["urls"] = _expand_env(channel["urls"], f"channels.{name}.urls", environ)
     if "base_dir" in data:

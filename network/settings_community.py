@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 from network.confload import Duration
@@ -134,6 +135,25 @@ class CommunitySettings:
                 "use {name}, {cohort} and {library}",
                 path=f"{path}.welcome",
             )
+        _check_welcome_format(self.welcome, f"{path}.welcome")
+
+
+def _check_welcome_format(welcome: str, path: str) -> None:
+    """Format specs and conversions that would fail when a welcome is sent.
+
+    A spec with a nested field ("{name:{cohort}}") depends on the real names, so it is
+    refused; any other spec behaves the same for every string, so one trial run settles it."""
+    for _, _, spec, _ in string.Formatter().parse(welcome):
+        if spec and "{" in spec:
+            raise ConfigError(
+                f"placeholder format {spec!r} uses a placeholder; write {{name}}, {{cohort}} "
+                "or {library} plainly",
+                path=path,
+            )
+    try:
+        welcome.format(name="Ana", cohort="Smart Spaces", library="Ignacio Library")
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise ConfigError(f"broken placeholder: {e}", path=path) from e
 
 
 @dataclass(frozen=True)
@@ -145,6 +165,8 @@ class WebinarSettings:
     def validate(self, path: str) -> None:
         from network.reminders import ReminderConfigError, parse_lead
 
+        if self.duration <= timedelta(0):
+            raise ConfigError("expected a duration above 0", path=f"{path}.duration")
         for i, lead in enumerate(self.reminder_leads):
             try:
                 parse_lead(lead)

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from feeds.sanitize import html_to_text
 from network.errors import MatrixError, MatrixPermanent, MatrixRateLimited
-from network.ics import webinar_ics
+from network.ics import calendar_uri, webinar_ics
 from network.matrix import MatrixGateway
 from network.reminders import Reminder, format_when, parse_leads, reconcile, send_decision
 from network.settings import Settings
@@ -248,7 +248,8 @@ async def ics_handler(request: web.Request) -> web.Response:
         title=item.title,
         start=item.event_start,
         duration=settings.webinars.duration,
-        url=item.link if item.link and item.link.startswith(("http://", "https://")) else None,
+        # A link that cannot be a calendar URI (not http(s), control characters) is left out.
+        url=calendar_uri(item.link) if item.link else None,
         description=html_to_text(item.summary_html),
         now=datetime.now(UTC),
     )

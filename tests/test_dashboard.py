@@ -4,6 +4,7 @@ forms need the session's CSRF token and a same-origin POST, and the pages show t
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
 import re
@@ -234,3 +235,49 @@ def test_admin_token_cli_prints_a_login_link(tmp_path: Path) -> None:
     missing = subprocess.run(args, capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and missing.stdout == ""
     assert "set the environment variable LIBHUB_SECRET" in missing.stderr
+
+
+async def test_origin_may_be_the_public_url_behind_a_proxy_that_rewrites_host(
+    service: Service,
+) -> None:
+    row_id = await failed_row(service)
+    service.settings = dataclasses.replace(
+        service.settings,
+        web=dataclasses.replace(service.settings.web, public_url="https://hub.example.org"),
+    )
+    token = issue_login_token(service.settings, "dana", now=datetime.now(UTC))
+    # nginx passes Host as the upstream address; the browser's Origin is the public one.
+    proxied = {"Host": "libhub-upstream:8080", "Origin": "https://hub.example.org"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(
+            f"{base(service)}/dashboard/login", data={"token": token}, headers=proxied,
+            allow_redirects=False,
+        ) as r:  # fmt: skip
+            assert r.status == 303
+            # The cookie is Secure (https public URL): send it by hand over the test's http.
+            proxied["Cookie"] = f"libhub_dashboard={r.cookies['libhub_dashboard'].value}"
+        async with http.get(f"{base(service)}/dashboard/outbox", headers=proxied) as page:
+            csrf = csrf_of(await page.text())
+        retry = f"{base(service)}/dashboard/outbox/{row_id}/retry"
+        async with http.post(
+            retry, data={"csrf": csrf}, headers={**proxied, "Origin": "https://evil.example"},
+            allow_redirects=False,
+        ) as r:  # fmt: skip
+            assert r.status == 403
+        async with http.post(
+            retry, data={"csrf": csrf}, headers=proxied, allow_redirects=False
+        ) as r:
+            assert r.status == 303
+    assert await service.storage.failed_rows() == []
+
+
+async def test_short_secret_is_a_clear_503_not_a_crash(
+    service: Service, bot_env: dict[str, str]
+) -> None:
+    bot_env["LIBHUB_SECRET"] = "short"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(f"{base(service)}/dashboard/login", data={"token": "a.b"}) as r:
+            assert r.status == 503 and "at least 16" in await r.text()
+        http.cookie_jar.update_cookies({"libhub_dashboard": "a.b"})
+        async with http.get(f"{base(service)}/dashboard", allow_redirects=False) as r:
+            assert r.status == 503 and "LIBHUB_SECRET" in await r.text()

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from network.app import Service
 from network.dashboard import COOKIE
-from network.dashboard_matrix_login import DEVICE_NAME
+from network.dashboard_matrix_login import DEVICE_NAME, HomeserverTrouble, check_password
 from network.devserver import DevHomeserver, DevUser, free_port
 from network.settings import parse_settings
 from network.web import make_web_app
@@ -136,6 +137,60 @@ async def test_attempts_are_limited_per_client(
     assert statuses[:10] == [401] * 10 and statuses[10] == 429
     # Even the right password waits now: the limit is on the client, not on a guess.
     assert (await login(dash, coord.user_id, coord.password)).status == 429
+
+
+async def test_attempts_are_limited_per_account_across_clients(
+    tmp_path: Path, bot_env: dict[str, str]
+) -> None:
+    bot_env["LIBHUB_SECRET"] = "dashboard-matrix-login-secret-0123"
+    down = f"http://127.0.0.1:{free_port()}"  # each try is counted before the homeserver
+    text = config(tmp_path, down, ["@coord:localhost"]).replace(
+        "[web]\n", '[web]\ntrusted_proxies = ["127.0.0.1"]\n'
+    )
+    service, client = await client_for(text, tmp_path)
+
+    async def attempt(user_id: str, via: str) -> int:
+        resp = await client.post(
+            "/dashboard/login/matrix",
+            data={"user_id": user_id, "password": "guess"},
+            headers={"X-Forwarded-For": via},
+            allow_redirects=False,
+        )
+        return resp.status
+
+    try:
+        # Ten clients (each under its own limit) guess at one account; the eleventh waits.
+        tries = [await attempt("@coord:localhost", f"198.51.100.{i}") for i in range(11)]
+        assert tries[:10] == [503] * 10 and tries[10] == 429
+        refused = await client.post(
+            "/dashboard/login/matrix",
+            data={"user_id": "@coord:localhost", "password": "guess"},
+            headers={"X-Forwarded-For": "198.51.100.99"},
+        )
+        assert refused.status == 429 and "for this account" in await refused.text()
+        # Addresses in one IPv6 /64 are one client.
+        v6 = [await attempt("@other:localhost", f"2001:db8::{i:x}") for i in range(11)]
+        assert v6[10] == 429
+    finally:
+        await client.close()
+        await service.close()
+
+
+@pytest.mark.parametrize("body", [b"", b"<html>Bad Gateway</html>", b"[1]"])
+async def test_an_empty_or_non_json_error_answer_is_homeserver_trouble(body: bytes) -> None:
+    async def bad_gateway(_request: web.Request) -> web.Response:
+        return web.Response(status=502, body=body)
+
+    app = web.Application()
+    app.router.add_post("/_matrix/client/v3/login", bad_gateway)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        with pytest.raises(HomeserverTrouble) as e:
+            await check_password(str(server.make_url("")), "@coord:localhost", "pw")
+        assert e.value.status == 502 and "HTTP 502" in str(e.value)
+    finally:
+        await server.close()
 
 
 async def test_homeserver_down_and_switched_off(

@@ -106,3 +106,45 @@ async def test_demo_posts_mails_and_stops_cleanly(tmp_path: Path) -> None:
     assert code == 0, "".join(printed)[-3000:]
     assert "stopping" in "".join(printed)
     assert "Traceback" not in "".join(printed)
+
+
+async def test_a_failure_while_starting_stops_what_already_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from network import demo
+
+    events: list[str] = []
+
+    async def start(self: demo.DevHomeserver, timeout: float = 60) -> None:  # noqa: ASYNC109
+        events.append("synapse started")
+
+    async def stop(self: demo.DevHomeserver) -> None:
+        events.append("synapse stopped")
+
+    def sink_fails(self: demo.MailSink) -> None:
+        raise OSError("mail sink port in use")
+
+    monkeypatch.setattr(demo.DevHomeserver, "start", start)
+    monkeypatch.setattr(demo.DevHomeserver, "stop", stop)
+    monkeypatch.setattr(demo.MailSink, "start", sink_fails)
+    monkeypatch.setenv("LIBHUB_DEMO_BOT_PASSWORD", "restored-after-the-test")
+    monkeypatch.setenv("LIBHUB_DEMO_SECRET", "restored-after-the-test-0123456789")
+    with pytest.raises(OSError, match="mail sink port in use"):
+        await demo.run_demo(tmp_path / "demo")
+    assert events == ["synapse started", "synapse stopped"]
+
+
+def test_demo_secrets_file_is_created_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from network import demo
+
+    # Never readable by others, not even between creating it and a later chmod.
+    monkeypatch.setattr(Path, "chmod", lambda *_a, **_k: None)
+    old = os.umask(0o022)
+    try:
+        password, secret = demo.demo_secrets(tmp_path / "demo")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "demo" / "secrets").stat().st_mode & 0o777 == 0o600
+    assert demo.demo_secrets(tmp_path / "demo") == (password, secret)  # made once

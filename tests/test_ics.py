@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from network.ics import escape_text, fold_line, webinar_ics
+from network.ics import calendar_uri, escape_text, fold_line, webinar_ics
 
 NOW = datetime(2025, 5, 14, 6, 0, tzinfo=UTC)
 START = datetime(2025, 5, 20, 15, 0, tzinfo=ZoneInfo("Europe/Berlin"))
@@ -109,6 +109,25 @@ def test_fold_line_boundaries() -> None:
 def test_optional_url_and_empty_description_are_left_out() -> None:
     props = _properties(_ics(url=None, description="  "))
     assert "URL" not in props and "DESCRIPTION" not in props
+
+
+def test_a_link_with_spaces_is_percent_encoded_not_refused() -> None:
+    props = _properties(_ics(url="https://example.org/webinars/smart spaces 101"))
+    assert props["URL"] == "https://example.org/webinars/smart%20spaces%20101"
+
+
+@pytest.mark.parametrize(
+    ("link", "uri"),
+    [
+        (" https://example.org/a b ", "https://example.org/a%20b"),
+        ("https://example.org/a\tb", None),
+        ("https://example.org/a\r\nX-INJECT:1", None),
+        ("javascript:alert(1)", None),
+        ("/relative/page", None),
+    ],
+)
+def test_calendar_uri_or_none(link: str, uri: str | None) -> None:
+    assert calendar_uri(link) == uri
 
 
 @pytest.mark.parametrize(

@@ -87,12 +87,85 @@ def test_minimal_file_gets_documented_defaults() -> None:
             "email.smtp_url: expected smtp://host:port, smtps://host:port or smtp+starttls://host:port",
         ),
         ('[[routes]]\nkinds = ["news"]\n', "routes[0]: a route needs rooms or channels to send to"),
+        (
+            '[[cohorts]]\nid = "a"\nname = "A"\nroom = "#a:x"\n'
+            '[[cohorts]]\nid = "b"\nname = "B"\nroom = "#a:x"\n',
+            "cohorts[1].room: room '#a:x' is already used by cohorts[0].room",
+        ),
+        (
+            '[[community.rooms]]\nroom = "#help:x"\n'
+            '[[cohorts]]\nid = "a"\nname = "A"\nroom = "#help:x"\n',
+            "cohorts[0].room: room '#help:x' is already used by community.rooms[0].room",
+        ),
+        (
+            '[community]\nspace = "#net:x"\n[[community.rooms]]\nroom = "#net:x"\n',
+            "community.rooms[0].room: room '#net:x' is already used by community.space",
+        ),
+        (
+            '[community]\nwelcome = "Hi {name:{cohort}}"\n',
+            "community.welcome: placeholder format '{cohort}' uses a placeholder",
+        ),
+        (
+            '[community]\nwelcome = "Hi {name!x}"\n',
+            "community.welcome: broken placeholder: Unknown conversion specifier x",
+        ),
+        (
+            '[community]\nwelcome = "Hi {name:d}"\n',
+            "community.welcome: broken placeholder: Unknown format code 'd'",
+        ),
+        ('[webinars]\nduration = "0s"\n', "webinars.duration: expected a duration above 0"),
+        ('[dashboard]\ntoken_ttl = "0s"\n', "dashboard.token_ttl: expected at least 1 minute"),
+        ('[dashboard]\ntoken_ttl = "59s"\n', "dashboard.token_ttl: expected at least 1 minute"),
+        ("[dashboard]\nsession_ttl = 0\n", "dashboard.session_ttl: expected at least 5 minutes"),
+        ('[web]\nlisten = "127.0.0.1:99999"\n', "web.listen: port 99999 is not 1 to 65535"),
+        ('[web]\nlisten = "127.0.0.1:0"\n', "web.listen: port 0 is not 1 to 65535"),
+        ('[web]\nlisten = "::1:8080"\n', "web.listen: write an IPv6 address in brackets"),
+        ('[web]\nlisten = "[nope]:8080"\n', "web.listen: [nope] is not an IPv6 address"),
+        (
+            '[web]\nforms_window = "0s"\n',
+            "web.forms_window: expected a window above 0 (or set forms_per_client = 0",
+        ),
+        (
+            '[web]\nforms_window = "1000000000d"\n',
+            "web.forms_window: duration '1000000000d' is too long",
+        ),
+        ("[web]\nforms_window = 1e300\n", "web.forms_window: duration 1e+300 is too long"),
+        (
+            "[web]\nforms_window = 100000000000000000000\n",
+            "web.forms_window: duration 100000000000000000000 is too long",
+        ),
+        ("[web]\nforms_window = nan\n", "web.forms_window: expected a positive duration, got nan"),
+        ("[web]\nforms_window = inf\n", "web.forms_window: duration inf is too long"),
     ],
 )
 def test_invalid_files_name_the_key_path(extra: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_settings(MINIMAL + extra, env={})
     assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("top", "message"),
+    [
+        ('channels = "x"\n', "channels: expected a table, got a string 'x'"),
+        ("channels = [1]\n", "channels: expected a table, got a list [1]"),
+    ],
+)
+def test_top_level_channels_must_be_a_table(top: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_settings(top + MINIMAL, env={})
+    assert str(e.value).startswith(message)
+
+
+def test_listen_takes_a_bracketed_ipv6_address() -> None:
+    web = parse_settings(MINIMAL + '[web]\nlisten = "[::1]:8080"\n', env={}).web
+    assert (web.host, web.port) == ("::1", 8080)  # what TCPSite binds
+    assert parse_settings(MINIMAL + '[web]\nforms_per_client = 0\nforms_window = "0s"\n')
+
+
+def test_welcome_may_use_plain_format_specs() -> None:
+    s = parse_settings(MINIMAL + '[community]\nwelcome = "Hi {name!r:>8}, {cohort:.5}"\n')
+    assert s.community.welcome.startswith("Hi {name!r")
 
 
 def test_matrix_needs_a_secret_source() -> None:

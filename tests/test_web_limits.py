@@ -8,10 +8,11 @@ from dataclasses import replace
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from multidict import CIMultiDict
 
 from network.settings import parse_settings
 from network.web import make_web_app
-from network.web_limits import PerClientLimit, client_address, parse_networks
+from network.web_limits import PerClientLimit, client_address, limit_key, parse_networks
 from tests.digestkit import DigestEnv
 from tests.test_web_subscribe import FORM, csrf_of
 
@@ -45,6 +46,29 @@ def test_limit_remembers_a_bounded_number_of_clients() -> None:
     assert PerClientLimit(0, 60).allow("x")  # 0: no limit
 
 
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("198.51.100.1", "198.51.100.1"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:1:2:3", "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.1", "198.51.100.1"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_limit_key_groups_ipv6_by_64(address: str, key: str) -> None:
+    assert limit_key(address) == key
+
+
+def test_limit_counts_an_ipv6_64_as_one_client() -> None:
+    limit = PerClientLimit(2, 60, clock=Ticks())
+    assert limit.allow("2001:db8::1") and limit.allow("2001:db8::2")
+    assert not limit.allow("2001:db8::ffff:3")  # a new address in the same /64
+    assert limit.allow("2001:db8:0:1::1")  # the next /64 is another client
+    by_name = PerClientLimit(1, 60, clock=Ticks(), key=str)
+    assert by_name.allow("@ana:x") and not by_name.allow("@ana:x") and by_name.allow("@bo:x")
+
+
 def _request(peer: str, forwarded: str | None) -> object:
     headers = {"X-Forwarded-For": forwarded} if forwarded else {}
     return make_mocked_request("POST", "/subscribe", headers=headers, transport=_Peer(peer))
@@ -76,6 +100,15 @@ def test_client_address_behind_trusted_proxies(
 ) -> None:
     trusted = parse_networks(["127.0.0.1", "10.0.0.0/8"])
     assert client_address(_request(peer, forwarded), trusted) == expected  # type: ignore[arg-type]
+
+
+def test_client_address_reads_every_forwarded_header_line() -> None:
+    # The client sends its own (forged) line; the proxy adds a second with the real peer.
+    headers = CIMultiDict([("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.7")])
+    request = make_mocked_request(
+        "POST", "/subscribe", headers=headers, transport=_Peer("127.0.0.1")
+    )
+    assert client_address(request, parse_networks(["127.0.0.1"])) == "203.0.113.7"
 
 
 def test_bad_proxy_range_names_the_key() -> None:
@@ -153,6 +186,18 @@ async def test_metrics_only_for_loopback_or_a_bearer_token(
         # Through a proxy (which may be public): refused, and told how to let a scraper in.
         proxied = await c.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
         assert proxied.status == 403 and "metrics_token_env" in await proxied.text()
+    finally:
+        await c.close()
+
+    # Behind a proxy on loopback that adds no forwarding headers: still refused.
+    svc.settings = replace(
+        svc.settings, web=replace(svc.settings.web, trusted_proxies=("127.0.0.1",))
+    )
+    c = TestClient(TestServer(make_web_app(svc), host="127.0.0.1"))
+    await c.start_server()
+    try:
+        via_proxy = await c.get("/metrics")
+        assert via_proxy.status == 403 and "metrics_token_env" in await via_proxy.text()
     finally:
         await c.close()
 
