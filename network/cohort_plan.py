@@ -209,7 +209,7 @@ def resources_hash(cohort_name: str, resources: Sequence[tuple[str, str]]) -> st
 
 
 def diff_power(
-    power: Mapping[str, Any], facilitators: Sequence[str], *, level: int, bot: str, manage: bool
+    power: Mapping[str, Any], facilitators: Sequence[str], *, level: int, bot: str
 ) -> dict[str, Any] | None:
     """The new ``m.room.power_levels`` content, or None when nothing needs to change."""
     users = {str(k): int(v) for k, v in (power.get("users") or {}).items()}
@@ -218,11 +218,8 @@ def diff_power(
     for user in facilitators:
         if user != bot and wanted.get(user, default) < level:
             wanted[user] = level
-    if manage:
-        # Only demote what libhub itself would have set: exactly the facilitator level.
-        for user, value in users.items():
-            if value == level and user not in facilitators and user != bot:
-                del wanted[user]
+    # Nobody is ever lowered, even when libhub manages membership: a level equal to the
+    # facilitators' may have been given by hand (Element's "Moderator" is 50 too).
     if wanted == users:
         return None
     return {**power, "users": wanted}
@@ -267,7 +264,7 @@ def diff_room(
         actions.append(
             act("join-rule", detail=f"{snap.join_rule} -> {spec.join_rule}", rule=spec.join_rule)
         )
-    power = diff_power(snap.power_levels, spec.facilitators, level=level, bot=bot, manage=manage)
+    power = diff_power(snap.power_levels, spec.facilitators, level=level, bot=bot)
     if power is not None:
         changed = sorted(
             u
