@@ -63,7 +63,9 @@ _PERSON_PATTERNS = [
     r"\b(?:escalate|operator|agent)\s+please\b",
     r"\b(?:help|answer|answers|support)\s+from\s+(?:a\s+|an\s+)?(?:real\s+|actual\s+|live\s+)?"
     r"(?:human|person|human being|somebody real|someone real|staff member)\b",
-    r"^\s*(?:a\s+)?(?:human|person|agent|operator|someone)\s*(?:please|pls)?\s*[.!?]*\s*$",
+    # One whitespace run between parts: "\s*(?:please)?\s*[.!?]*\s*$" backtracked cubically
+    # on "human" followed by a long run of spaces and anything else.
+    r"^\s*(?:a\s+)?(?:human|person|agent|operator|someone)(?:\s*(?:please|pls))?[\s.!?]*$",
 ]
 PERSON_RE = [re.compile(p, re.IGNORECASE) for p in _PERSON_PATTERNS]
 

@@ -115,9 +115,13 @@ class Answer:
         }
 
 
+PERSON_SCAN = 4000  # characters looked at: the ask for a person is not past a long letter
+
+
 def wants_person(text: str) -> bool:
     """True when the message asks, in words, to be handed to a human."""
-    return any(p.search(text) for p in PERSON_RE)
+    head = text[:PERSON_SCAN]
+    return any(p.search(head) for p in PERSON_RE)
 
 
 # --- loading ------------------------------------------------------------------------------

@@ -530,3 +530,18 @@ def test_malformed_page_gives_clear_error(tmp_path: Path, text: str, fragment: s
 def test_empty_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(KnowledgeBaseError, match="no knowledge-base pages"):
         KnowledgeBase.load(tmp_path)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("filler", [" ", "\u00a0", " \t", "!"])
+def test_long_messages_starting_with_human_do_not_freeze_the_bot(
+    kb: KnowledgeBase, filler: str
+) -> None:
+    """The pattern for a bare "human please" once backtracked cubically: "human", then
+    thousands of spaces and one other character took minutes to match (and ran on the
+    event loop). Now it is linear; this test would hit its timeout before the fix."""
+    text = "human" + filler * 20_000 + "#"
+    wants_person(text)  # returns at once (only the first 4,000 characters are read)
+    assert wants_person("human" + filler * 50 + "#") is False
+    assert wants_person("human please!") and wants_person("  a person  ")
+    assert kb.ask(text).page is None or kb.ask(text).escalate
