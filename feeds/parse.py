@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 import feedparser
 
@@ -136,10 +136,16 @@ def _plain(detail: Mapping[str, Any] | None, value: str | None) -> str:
     return " ".join(text.split())
 
 
+_URL_BREAKS = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def _http_url(value: object, base: str | None) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
     url = urljoin(base, value.strip()) if base else value.strip()
+    # Whitespace inside a link would let a feed write its own line next to the library's
+    # name ("...\nVerify your account: https://evil.example"): it becomes %20, %0A...
+    url = _URL_BREAKS.sub(lambda m: quote(m.group()), url)
     return url if urlsplit(url).scheme in ("http", "https") else None
 
 

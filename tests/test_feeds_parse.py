@@ -574,3 +574,22 @@ def test_truncate_html(markup: str, limit: int, expected: str) -> None:
     assert result == expected
     visible = " ".join(html.unescape(re.sub(r"<[^>]+>", "", result)).split())
     assert len(visible) <= limit
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_link_cannot_carry_a_line_of_its_own(fast: bool) -> None:
+    """A link with a newline and text would put the feed's own words, and a clickable
+    URL, under the library's name in a notice: whitespace in links is percent-encoded."""
+    body = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+        b"<link>https://lib.example/</link><item><title>Event</title>"
+        b"<link>https://lib.example/event\nVerify your account: https://evil.example/login</link>"
+        b"<guid>g1</guid></item></channel></rss>"
+    )
+    if not fast:
+        body = body.replace(b'version="2.0"', b'version="2.0" xmlns:x="urn:x"')
+    [item] = parse_feed(body, url="https://lib.example/feed.xml").items
+    assert item.link is not None
+    assert not re.search(r"\s", item.link)
+    assert item.link.startswith("https://lib.example/event")
+    assert "Verify%20your%20account:%20https://evil.example" in item.link  # one inert URL
