@@ -11,6 +11,7 @@ message. Length limits of social networks are applied in network/channels.py.
 from __future__ import annotations
 
 import html
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +39,32 @@ def _title(item: Item) -> str:
     return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1].rstrip() + "…"
 
 
+# Homeservers refuse events over 64 KiB (M_TOO_LARGE, a permanent error: the item would
+# be lost in every room). Visible text is truncated, but empty tags and long hrefs are not
+# text, so the whole content is measured; this leaves room for the event's envelope.
+MAX_CONTENT_BYTES = 48 * 1024
+# Feed HTML read for one message: the summary shown is a few hundred characters, and the
+# sanitizer's cost grows with nesting, so a hostile summary is cut before it is parsed.
+SUMMARY_INPUT_CHARS = 20_000
+
+
+def _size(content: dict[str, Any]) -> int:
+    return len(json.dumps(content, ensure_ascii=False).encode("utf-8"))
+
+
+def fit_event(content: dict[str, Any]) -> dict[str, Any]:
+    """``content`` when it fits in an event; else without the HTML, then shortened."""
+    if _size(content) <= MAX_CONTENT_BYTES:
+        return content
+    slim = {k: v for k, v in content.items() if k not in ("format", "formatted_body")}
+    if _size(slim) <= MAX_CONTENT_BYTES:
+        return slim
+    slim["body"] = str(slim["body"])[:4000].rstrip() + "…"
+    if len(str(slim.get("external_url", ""))) > 8000:
+        del slim["external_url"]
+    return slim
+
+
 def _notice(body: str, formatted: str, link: str | None) -> dict[str, Any]:
     content: dict[str, Any] = {
         "msgtype": "m.notice",
@@ -47,7 +74,7 @@ def _notice(body: str, formatted: str, link: str | None) -> dict[str, Any]:
     }
     if link:
         content["external_url"] = link
-    return content
+    return fit_event(content)
 
 
 def matrix_content(
@@ -72,7 +99,10 @@ def matrix_content(
     title = _title(item)
     # Matrix clients load only mxc:// images; a feed's http images would be dead weight.
     summary_html = truncate_html(
-        sanitize_html(item.summary_html, base_url=item.link, keep_images=False), SUMMARY_CHARS
+        sanitize_html(
+            item.summary_html[:SUMMARY_INPUT_CHARS], base_url=item.link, keep_images=False
+        ),
+        SUMMARY_CHARS,
     )
     summary_text = html_to_text(summary_html)
     when = _when(item, zone)
@@ -101,14 +131,23 @@ def matrix_content(
 
 def edit_content(new: dict[str, Any], original_event_id: str) -> dict[str, Any]:
     """An ``m.replace`` edit of an earlier notice with the item's new content."""
-    return {
+    edit = {
         "msgtype": new["msgtype"],
         "body": "* " + new["body"],
-        "format": new["format"],
-        "formatted_body": new["formatted_body"],
         "m.new_content": dict(new),
         "m.relates_to": {"rel_type": "m.replace", "event_id": original_event_id},
     }
+    if "formatted_body" in new:
+        edit["format"] = new["format"]
+        edit["formatted_body"] = new["formatted_body"]
+    if _size(edit) > MAX_CONTENT_BYTES:
+        # The content is there twice (the fallback and m.new_content): halve what is shown.
+        half = fit_event({**new, "body": str(new["body"])[:4000]})
+        slim = {k: v for k, v in half.items() if k not in ("format", "formatted_body")}
+        edit = {**edit, "body": "* " + slim["body"], "m.new_content": slim}
+        edit.pop("format", None)
+        edit.pop("formatted_body", None)
+    return edit
 
 
 def grouped_content(items: Sequence[Item], *, feed_titles: dict[str, str]) -> dict[str, Any]:
@@ -126,12 +165,14 @@ def grouped_content(items: Sequence[Item], *, feed_titles: dict[str, str]) -> di
         )
         parts.append(f"<li>{html.escape(feed)}: {link}</li>")
     parts.append("</ul>")
-    return {
-        "msgtype": "m.notice",
-        "body": "\n".join(lines),
-        "format": "org.matrix.custom.html",
-        "formatted_body": sanitize_html("".join(parts)),
-    }
+    return fit_event(
+        {
+            "msgtype": "m.notice",
+            "body": "\n".join(lines),
+            "format": "org.matrix.custom.html",
+            "formatted_body": sanitize_html("".join(parts)),
+        }
+    )
 
 
 def channel_text(
@@ -154,7 +195,9 @@ def channel_text(
         else:
             if text:
                 return f"{feed_title}: {title}", text
-    summary = html_to_text(sanitize_html(item.summary_html, keep_images=False))
+    summary = html_to_text(
+        sanitize_html(item.summary_html[:SUMMARY_INPUT_CHARS], keep_images=False)
+    )
     when = _when(item, zone)
     body = "\n\n".join(p for p in (title, f"When: {when}" if when else "", summary) if p)
     if item.link:

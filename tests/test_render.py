@@ -167,3 +167,25 @@ def test_webinar_time_in_the_network_zone_with_utc_for_members_elsewhere() -> No
     )
     # News has no start time to show, whatever the zone.
     assert "When:" not in channel_text(make(), feed_title="F", zone=chicago)[1]
+
+
+def test_hostile_summaries_and_links_still_fit_in_one_event() -> None:
+    """Visible text is truncated, but empty tags and long hrefs are not text: the event is
+    measured, and falls back to plain text rather than being refused (M_TOO_LARGE)."""
+    from network.render import MAX_CONTENT_BYTES, _size
+
+    empty_tags = make(summary="<b></b>" * 20_000)
+    long_links = make(
+        summary="".join(f'<a href="https://x.example/{"a" * 4000}{i}">l{i}</a>' for i in range(40))
+    )
+    for item in (empty_tags, long_links):
+        c = matrix_content(item, feed_title="F")
+        assert _size(c) <= MAX_CONTENT_BYTES
+        assert "Hotspot lending expands" in c["body"]
+        e = edit_content(c, "$orig")
+        assert _size(e) <= MAX_CONTENT_BYTES and e["m.new_content"]["body"]
+    huge_link = "https://x.example/" + "a" * 60_000
+    burst = [make(item_id=i, link=f"{huge_link}{i}") for i in range(3)]
+    assert _size(grouped_content(burst, feed_titles={"news": "N"})) <= MAX_CONTENT_BYTES
+    c = matrix_content(make(link=huge_link), feed_title="F")
+    assert _size(c) <= MAX_CONTENT_BYTES and "external_url" not in c
