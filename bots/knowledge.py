@@ -118,6 +118,9 @@ class Answer:
 PERSON_SCAN = 4000  # characters looked at: the ask for a person is not past a long letter
 
 
+_LETTER = re.compile(r"[^\W\d_]")  # any letter of any script
+
+
 def wants_person(text: str) -> bool:
     """True when the message asks, in words, to be handed to a human."""
     head = text[:PERSON_SCAN]
@@ -429,7 +432,10 @@ class KnowledgeBase:
                 question = pattern.sub(" ", question)
         query = self._analyse(question)
         if query is None:
-            text = ASK_PERSON if person else (NOT_SURE if terms(question) else EMPTY)
+            # Words the analyser cannot read (Chinese, Arabic...) are still a question: a
+            # person may read it, so it is "not sure", not "I didn't catch a question".
+            words = terms(question) or _LETTER.search(question)
+            text = ASK_PERSON if person else (NOT_SURE if words else EMPTY)
             return Answer(None, None, text, None, 0.0, True, ())
         ranked = self._rank_all(query)
         best = ranked[0]

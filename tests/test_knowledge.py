@@ -545,3 +545,12 @@ def test_long_messages_starting_with_human_do_not_freeze_the_bot(
     assert wants_person("human" + filler * 50 + "#") is False
     assert wants_person("human please!") and wants_person("  a person  ")
     assert kb.ask(text).page is None or kb.ask(text).escalate
+
+
+@pytest.mark.parametrize(
+    "text", ["图书馆的热点怎么借", "كيف أستعير نقطة اتصال", "Как взять хотспот?"]
+)
+def test_questions_in_other_scripts_go_to_a_person(kb: KnowledgeBase, text: str) -> None:
+    answer = kb.ask(text)
+    assert answer.escalate and answer.page is None
+    assert "didn't catch a question" not in answer.answer
