@@ -106,11 +106,15 @@ def _start_pool(size: int) -> ProcessPoolExecutor | None:
         return pool
 
 
-def _discard(pool: ProcessPoolExecutor) -> None:
+def _discard(pool: ProcessPoolExecutor, *, kill: bool = False) -> None:
     global _pool
     with _lock:
         if _pool is pool:
             _pool = None
+    if kill:
+        # A worker stuck on one document would otherwise run on after shutdown().
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -130,6 +134,11 @@ def parse_pool_pids() -> list[int]:
         return []
     processes = getattr(pool, "_processes", None) or {}  # no public accessor exists
     return sorted(int(pid) for pid in processes)
+
+
+# Longest one document may take in a worker: feedparser and the sanitizer are quadratic
+# on some hostile documents (deep nesting), and a stuck worker would hold its slot.
+PARSE_TIMEOUT = 120.0
 
 
 async def parse_feed_in_process(
@@ -158,7 +167,14 @@ async def parse_feed_in_process(
                 _discard(pool)
                 continue
             try:
-                return await running
+                return await asyncio.wait_for(running, PARSE_TIMEOUT)
+            except TimeoutError as e:
+                _discard(pool, kill=True)
+                raise ParseError(
+                    f"could not read the feed {url}: reading it took longer than "
+                    f"{PARSE_TIMEOUT:g} s (a document built to be slow?); it is tried again "
+                    "at the next check"
+                ) from e
             except BrokenProcessPool as e:
                 _discard(pool)
                 if attempt == 2:

@@ -78,3 +78,26 @@ async def test_shutdown_stops_workers_and_the_next_parse_starts_new_ones() -> No
     assert parse_pool_pids() == []
     assert await parse_feed_in_process(PLAIN, url=url) == parse_feed(PLAIN, url=url)
     assert set(parse_pool_pids()).isdisjoint(before)
+
+
+async def test_a_document_that_never_finishes_is_given_up_and_its_worker_killed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deeply nested HTML is quadratic for feedparser and the sanitizer: 200,000 nested
+    <div>s would hold a worker for hours. After PARSE_TIMEOUT it is a ParseError (the feed
+    is tried again later), the stuck worker is killed, and the next parse works."""
+    import feeds.parsepool as parsepool
+    from feeds.errors import ParseError
+
+    url = "https://lib.example.org/feed.xml"
+    assert await parse_feed_in_process(PLAIN, url=url) == parse_feed(PLAIN, url=url)
+    stuck = set(parse_pool_pids())
+    monkeypatch.setattr(parsepool, "PARSE_TIMEOUT", 0.5)
+    nested = "<div>" * 200_000 + "deep" + "</div>" * 200_000
+    hostile = PLAIN.replace(
+        b"<description>", b"<description><![CDATA[" + nested.encode() + b"]]>"
+    ).replace(b"</description>", b"]]></description>", 1)
+    with pytest.raises(ParseError, match=r"took longer than 0\.5 s"):
+        await parse_feed_in_process(hostile, url=url)
+    assert await parse_feed_in_process(PLAIN, url=url) == parse_feed(PLAIN, url=url)
+    assert stuck.isdisjoint(parse_pool_pids())  # the old workers are gone
