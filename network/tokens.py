@@ -82,9 +82,14 @@ def _b64decode(text: str) -> bytes:
     if not _B64_RE.match(text):
         raise TokenInvalid("the link is damaged (unexpected characters in the token)")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as e:
         raise TokenInvalid("the link is damaged (the token is not valid base64)") from e
+    # Only the one encoding we write: the unused low bits of the last character would
+    # otherwise let several spellings of a token pass as the same one.
+    if _b64encode(data) != text:
+        raise TokenInvalid("the link is damaged (the token is not valid base64)")
+    return data
 
 
 def _check_secret(secret: bytes) -> None:

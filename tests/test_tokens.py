@@ -152,3 +152,17 @@ def test_short_secret_is_refused_with_advice() -> None:
         sign_token(b"short", purpose="confirm", subject="s", now=T0, ttl=DAY)
     with pytest.raises(ValueError, match="at least 16"):
         verify_token(b"short", _sign(), purpose="confirm", now=T0)
+
+
+def test_every_other_spelling_of_the_last_character_is_rejected() -> None:
+    """Base64 leaves the last character's low bits unused: only the canonical spelling of a
+    token is accepted, whatever its random nonce happens to make that character."""
+    import string
+
+    for _ in range(20):
+        token = _sign()
+        alphabet = string.ascii_letters + string.digits + "-_"
+        for other in alphabet.replace(token[-1], ""):
+            with pytest.raises(TokenInvalid):
+                verify_token(SECRET, token[:-1] + other, purpose="confirm", now=T0)
+        assert verify_token(SECRET, token, purpose="confirm", now=T0)
