@@ -200,7 +200,7 @@ def _counts(groups: list[tuple[str, str, list[DigestItem]]]) -> str:
 
 
 def _render(
-    items: Sequence[DigestItem],
+    groups: list[tuple[str, str, list[DigestItem]]],
     *,
     subject: str,
     heading: str,
@@ -216,7 +216,6 @@ def _render(
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be a timezone-aware datetime")
     zone = _zone(subscriber_tz)
-    groups = group_items(items, now)
     context: dict[str, Any] = {
         "subject": subject,
         "heading": heading,
@@ -292,10 +291,11 @@ def render_digest(
         )
     zone = _zone(subscriber_tz)
     local = now.astimezone(zone)
-    summary = _counts(group_items(items, now))
+    groups = group_items(items, now)  # grouped once: the subject and the body use it
+    summary = _counts(groups)
     subject = f"{network_name}: {label}, {local.day} {_MONTHS[local.month - 1]} — {summary}"
     return _render(
-        items,
+        groups,
         subject=subject,
         heading=f"{network_name} — {label.lower()}",
         intro=f"This digest has {summary}.",
@@ -337,7 +337,7 @@ def render_immediate(
     else:
         subject = f"{network_name}: {_counts(groups)}"
     return _render(
-        items,
+        groups,
         subject=subject,
         heading=f"New from {network_name}",
         intro=f"Just published: {_counts(groups)}.",

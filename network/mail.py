@@ -30,15 +30,6 @@ import aiosmtplib
 from network.errors import ConfigError
 from network.mail_target import SmtpTarget
 
-__all__ = [
-    "IDLE_CHECK_SECONDS",
-    "OnResult",
-    "RecipientRefusal",
-    "SendResult",
-    "SendStats",
-    "SmtpSender",
-]
-
 log = logging.getLogger(__name__)
 
 # A pooled connection idle for longer than this is checked with NOOP before use: servers

@@ -70,6 +70,16 @@ async def drain(service: Service) -> None:
         pass
 
 
+async def poll_and_deliver(settings: Settings) -> None:
+    """One poll of every feed and everything it queued delivered, by a fresh service."""
+    service = await started(settings)
+    try:
+        await service.poller.poll_due()
+        await drain(service)
+    finally:
+        await service.close()
+
+
 def by_url(messages: Sequence[dict[str, Any]]) -> Counter[str]:
     """How many times each item (by its link) was posted. Edits are not posts, and notices
     without a link (the assistant's greeting when it joins a room) are not items."""
