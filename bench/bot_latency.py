@@ -41,7 +41,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from network.devserver import DevHomeserver, DevUser, free_port  # noqa: E402
+from network.devtools.devserver import DevHomeserver, DevUser, free_port  # noqa: E402
 
 QUESTIONS = [
     "how do we keep Wi-Fi on after closing?",
@@ -268,7 +268,7 @@ async def main(n_askers: int, n_questions: int, rounds: int) -> None:
                     await asyncio.create_subprocess_exec(
                         sys.executable,
                         "-c",
-                        "import sys; from network.cli import main; sys.exit(main())",
+                        "import sys; from network.cli.main import main; sys.exit(main())",
                         "run",
                         "-c",
                         str(config),

@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from network.devserver import free_port  # noqa: E402
+from network.devtools.devserver import free_port  # noqa: E402
 
 TOPIC_SETS = [
     ("kind:webinar", "kind:news", "kind:cohort-update"),
@@ -147,11 +147,11 @@ room = "#smart-spaces:example.org"
 
 async def prepare(tmp: Path, port: int, args: argparse.Namespace, now: datetime) -> Any:
     """A service with the subscribers and items in place (not measured)."""
-    from network.app import Service
-    from network.settings import parse_settings
+    from network.service import Service
+    from network.settings.model import parse_settings
     from network.storage import ItemInput
     from network.storage.subscribers import Preferences
-    from network.topics import next_due
+    from network.subscriptions.topics import next_due
 
     settings = parse_settings(_config(tmp, port, args.connections), base_dir=tmp, env={})
     service = await Service.create(settings)
@@ -201,7 +201,7 @@ async def prerendered(service: Any, now: datetime) -> list[bytes]:
     for i in range(len(TOPIC_SETS)):
         sub = await service.storage.subscriber_by_key(f"reader{i}@example.org")
         message = await service.digests.preview(sub)
-        from network.mail_message import build_message
+        from network.mail.message import build_message
 
         msg = build_message(
             sender="Prairie Libraries <news@prairie.example.org>",

@@ -32,13 +32,13 @@ from pathlib import Path
 
 import nio
 
-from network.channels import ChannelSender
-from network.delivery import Delivery
-from network.delivery_state import DeliveryPolicy
-from network.devserver import DevHomeserver
-from network.matrix import MatrixGateway
-from network.render import matrix_content
-from network.settings import MatrixSettings
+from network.delivery.channels import ChannelSender
+from network.delivery.outbox import Delivery
+from network.delivery.state import DeliveryPolicy
+from network.devtools.devserver import DevHomeserver
+from network.matrix.gateway import MatrixGateway
+from network.routing.render import matrix_content
+from network.settings.model import MatrixSettings
 from network.storage import Item, ItemInput, Storage, Target
 
 FEED_TITLE = "Network news"

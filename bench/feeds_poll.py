@@ -134,9 +134,9 @@ def run_libhub(base: str, feeds: int, workdir: str) -> dict[str, float]:
     import aiohttp
 
     from feeds.fetch import Fetcher, make_session
-    from network.poller import Poller
-    from network.routing import Router
-    from network.settings import parse_settings
+    from network.polling.poller import Poller
+    from network.routing.router import Router
+    from network.settings.model import parse_settings
     from network.storage import Storage
 
     feed_tables = "\n".join(f'[[feeds]]\nid = "f{i}"\nurl = "{base}/f/{i}"\n' for i in range(feeds))

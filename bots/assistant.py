@@ -6,7 +6,7 @@ questions in the configured help rooms; anywhere else only when mentioned (``m.m
 its user id or display name) or addressed with a known ``!command``. Answers are
 ``m.notice`` replies to the question (inside its thread if it was in one) with the asker
 in ``m.mentions``. Below the knowledge base's confidence floor the question goes to the
-Need Assistance team (`bots.escalation`), or with ``escalate_when_unsure = false`` the
+Need Assistance team (`bots.cases.escalation`), or with ``escalate_when_unsure = false`` the
 bot says it is not sure and offers ``!human``. Events older than the bot's first join of
 the room (history shown on join) are ignored.
 
@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import nio
 
+from bots.cases.escalation import Escalation, Question
 from bots.commands import BotApi, CommandContext, Reply, default_registry
-from bots.escalation import Escalation, Question
 from bots.inbox import Inbox
-from bots.knowledge import EMPTY, NOT_SURE, Answer, KnowledgeBase, KnowledgeBaseError, wants_person
+from bots.kb.index import EMPTY, NOT_SURE, Answer, KnowledgeBase, KnowledgeBaseError, wants_person
 from bots.messages import (
     DOWNVOTE,
     NO_QUESTION,
@@ -56,15 +56,15 @@ from bots.messages import (
     vote_of,
 )
 from bots.rooms import RoomInfo, Rooms
-from network.settings import Settings
+from network.settings.model import Settings
 from network.storage.bot_events import BotAnswer
 
 if TYPE_CHECKING:
-    from network.app import Service
+    from network.service import Service
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOOLBOX = Path(__file__).resolve().parents[1] / "config" / "toolbox"
+DEFAULT_TOOLBOX = Path(__file__).resolve().parent / "kb" / "pages"
 MAX_QUESTION = 1000  # characters given to retrieval: it runs on the event loop
 
 

@@ -8,7 +8,7 @@ registry made afterwards) or ``assistant.commands.register(...)`` on a running b
 ``!subscribe`` belongs to the subscriptions part of the service: the app plugs its handler
 in as ``registry.subscribe_handler``; without one the bot says subscriptions are not
 enabled here. Case commands (``!claim``, ``!note``, ``!close``) are carried out by
-`bots.escalation` inside case threads; here they only explain where to use them.
+`bots.cases.escalation` inside case threads; here they only explain where to use them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from bots.messages import link
 
 if TYPE_CHECKING:
-    from network.settings import Settings
+    from network.settings.model import Settings
     from network.storage import Storage
 
 
@@ -73,7 +73,7 @@ class Command:
 
 def may_run(command: Command, sender: str, settings: Settings) -> bool:
     """Whether ``sender`` may run (and sees in !help) ``command``. Team commands are for
-    ``team_members`` only, the same rule cases follow (`bots.case_state`): a coordinator
+    ``team_members`` only, the same rule cases follow (`bots.cases.state`): a coordinator
     who is not on the team could not claim or close a case, so is not offered the commands."""
     a = settings.assistance
     if command.coordinators_only:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bots.knowledge import Answer, Page
+from bots.kb.index import Answer, Page
 from feeds.sanitize import sanitize_html
 
 MsgType = Literal["m.notice", "m.text"]

@@ -19,10 +19,10 @@ from urllib.parse import quote
 
 from bots.messages import ENCRYPTED, GREETING, message, txn
 from network.errors import MatrixError, MatrixPermanent, MatrixRateLimited, MatrixUnavailable
-from network.settings import Settings
+from network.settings.model import Settings
 
 if TYPE_CHECKING:
-    from network.matrix import MatrixGateway
+    from network.matrix.gateway import MatrixGateway
     from network.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class RoomInfo:
 
 
 class Rooms:
-    """The bot's side of Matrix; also what `bots.escalation` needs from the running bot."""
+    """The bot's side of Matrix; also what `bots.cases.escalation` needs from the running bot."""
 
     def __init__(self, settings: Settings, storage: Storage, matrix: MatrixGateway) -> None:
         self.settings = settings

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from network.devserver import DevHomeserver, DevUser
-from network.mailsink import MailSink
+from network.devtools.devserver import DevHomeserver, DevUser
+from network.devtools.mailsink import MailSink
 from tests.digestkit import SECRET, SECRET_ENV, START, Clock, DigestEnv, make_service, settings_for
 from tests.matrixkit import MatrixReader
 

@@ -2,7 +2,7 @@
 
 A `Service` is built from a small config (no Matrix connection is made: nothing here calls
 login or run), with its subscription and digest clocks replaced by a `Clock` the test
-moves. Mail goes to a real aiosmtpd server (`network.mailsink.MailSink`).
+moves. Mail goes to a real aiosmtpd server (`network.devtools.mailsink.MailSink`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
-from network.app import Service
-from network.devserver import free_port
-from network.mailsink import MailSink
-from network.settings import Settings, parse_settings
+from network.devtools.devserver import free_port
+from network.devtools.mailsink import MailSink
+from network.service import Service
+from network.settings.model import Settings, parse_settings
 from network.storage import ItemInput
 from network.storage.subscribers import Preferences, Subscriber
-from network.topics import next_due, parse_address
+from network.subscriptions.topics import next_due, parse_address
 
 SECRET_ENV = "LIBHUB_TEST_DIGEST_SECRET"
 SECRET = "digest-test-secret-0123456789abcdef"

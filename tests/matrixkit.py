@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from network.devserver import DevUser
+from network.devtools.devserver import DevUser
 
 
 class MatrixReader:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from network.app import Service, ServiceFailed
-from network.devserver import free_port
-from network.settings import parse_settings
+from network.devtools.devserver import free_port
+from network.service import Service, ServiceFailed
+from network.settings.model import parse_settings
 
 
 async def test_a_background_task_that_raises_stops_the_service(
@@ -47,7 +47,7 @@ public_url = "http://127.0.0.1:{port}"
     service.poller.run = broken  # type: ignore[method-assign]
     stop = asyncio.Event()
     try:
-        with caplog.at_level(logging.ERROR, logger="network.app"):
+        with caplog.at_level(logging.ERROR, logger="network.service"):
             assert ServiceFailed.exit_code == 1  # `libhub run` exits 1: not a config error
             with pytest.raises(ServiceFailed, match=r"poller: RuntimeError\('poller broke'\)"):
                 async with asyncio.timeout(60):  # a safety net, not an assertion on time

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from network.devserver import DevHomeserver, DevUser
+from network.devtools.devserver import DevHomeserver, DevUser
 from tests.test_bot_support import (
     body,
     containing,

@@ -17,7 +17,7 @@ from bots.commands import (
     register_command,
     unregister_command,
 )
-from bots.knowledge import Answer, KnowledgeBase
+from bots.kb.index import Answer, KnowledgeBase
 from bots.messages import (
     answer_text,
     looks_like_question,
@@ -33,7 +33,7 @@ from bots.messages import (
     txn,
     vote_of,
 )
-from network.settings import Settings, parse_settings
+from network.settings.model import Settings, parse_settings
 
 COORD, MEMBER, ANYONE = "@coord:x", "@member:x", "@anyone:x"
 

@@ -17,14 +17,14 @@ import pytest
 
 from bots import inbox as inbox_module
 from bots.assistant import MAX_QUESTION, Assistant
-from bots.case_transitions import progress_of, to_case
+from bots.cases.escalation import Escalation, Question
+from bots.cases.transitions import progress_of, to_case
 from bots.commands import CommandContext
-from bots.escalation import Escalation, Question
 from bots.inbox import Inbox
-from bots.knowledge import Answer
-from network.app import Service
+from bots.kb.index import Answer
 from network.errors import MatrixPermanent, MatrixUnavailable
-from network.settings import Settings, parse_settings
+from network.service import Service
+from network.settings.model import Settings, parse_settings
 from network.storage import Storage
 from network.storage.bot_events import BotAnswer
 from network.storage.cases import NewCase

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bots.assistant import DEFAULT_TOOLBOX
-from network.app import Service
-from network.settings import parse_settings
+from network.service import Service
+from network.settings.model import parse_settings
 from network.storage import Storage
 from network.storage.bot_events import BotAnswer
 from network.storage.cases import CaseProgress, MessageKind, NewCase
@@ -140,7 +140,7 @@ async def _libhub(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import sys; from network.cli import main; sys.exit(main())",
+        "import sys; from network.cli.main import main; sys.exit(main())",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from network.app import Service
-from network.devserver import DevHomeserver, DevUser, free_port
-from network.mailsink import MailSink
-from network.settings import Settings, parse_settings
+from network.devtools.devserver import DevHomeserver, DevUser, free_port
+from network.devtools.mailsink import MailSink
+from network.service import Service
+from network.settings.model import Settings, parse_settings
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.waiting import eventually

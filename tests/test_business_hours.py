@@ -1,4 +1,4 @@
-"""Business-hours arithmetic of the Need Assistance team (bots/business_hours.py)."""
+"""Business-hours arithmetic of the Need Assistance team (bots/cases/hours.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bots.business_hours import (
+from bots.cases.hours import (
     BusinessHours,
     BusinessHoursError,
     add_business_hours,

@@ -1,4 +1,4 @@
-"""Need Assistance case transitions, reminders and auto-close (bots/case_state.py)."""
+"""Need Assistance case transitions, reminders and auto-close (bots/cases/state.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bots.business_hours import BusinessHours
-from bots.case_state import (
+from bots.cases.hours import BusinessHours
+from bots.cases.state import (
     AUTO_CLOSE_TEXT,
     Case,
     CaseState,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from network.channels import (
+from network.delivery.channels import (
     ChannelSender,
     PostLimit,
     fit_post,

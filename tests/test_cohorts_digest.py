@@ -13,10 +13,10 @@ from typing import TypeVar
 
 import pytest
 
-from network.app import Service
-from network.devserver import DevHomeserver, DevUser
-from network.mailsink import MailSink
-from network.settings import parse_settings
+from network.devtools.devserver import DevHomeserver, DevUser
+from network.devtools.mailsink import MailSink
+from network.service import Service
+from network.settings.model import parse_settings
 from network.storage.subscriber_records import Preferences
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader

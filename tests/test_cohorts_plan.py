@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from network.cohort_plan import (
+from network.community.plan import (
     Action,
     RoomSnapshot,
     RoomSpec,
@@ -20,7 +20,7 @@ from network.cohort_plan import (
     snapshot_from_state,
 )
 from network.errors import ConfigError
-from network.settings import parse_settings
+from network.settings.model import parse_settings
 
 BOT = "@libhub:example.org"
 BASE = """

@@ -16,11 +16,11 @@ from urllib.parse import quote
 
 import pytest
 
-from network.cohorts import CohortSync, smtp_mailer
-from network.devserver import DevHomeserver, DevUser, free_port
-from network.mailsink import MailSink
-from network.matrix import MatrixGateway
-from network.settings import Settings, parse_settings, secret
+from network.community.cohorts import CohortSync, smtp_mailer
+from network.devtools.devserver import DevHomeserver, DevUser, free_port
+from network.devtools.mailsink import MailSink
+from network.matrix.gateway import MatrixGateway
+from network.settings.model import Settings, parse_settings, secret
 from network.storage import Storage
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
@@ -214,7 +214,7 @@ async def test_cli_dry_run(
         community_config(tmp_path, synapse, bot, members=[reader.user_id], facilitator=bot.user_id)
     )
     env = {**os.environ, "COHORT_BOT_PASSWORD": bot.password, "COLUMNS": "200"}
-    code = "import sys; from network.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from network.cli.main import main; sys.exit(main(sys.argv[1:]))"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, "cohorts", "sync", "-c", str(config), "--dry-run",
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -14,8 +14,7 @@ from typing import Any
 import nio
 import pytest
 
-from network.app import Service
-from network.cohort_updates import (
+from network.community.updates import (
     CohortUpdates,
     UpdateCommand,
     cohort_of_feed,
@@ -23,8 +22,9 @@ from network.cohort_updates import (
     prompt_week,
     update_item,
 )
-from network.devserver import DevHomeserver, DevUser
-from network.settings import parse_settings
+from network.devtools.devserver import DevHomeserver, DevUser
+from network.service import Service
+from network.settings.model import parse_settings
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.test_cohorts_synapse import community_config

@@ -17,12 +17,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from network.app import Service
-from network.dashboard import issue_login_token, login_url
-from network.devserver import free_port
-from network.settings import parse_settings
+from network.devtools.devserver import free_port
+from network.service import Service
+from network.settings.model import parse_settings
 from network.storage import ItemInput, Target
 from network.tokens import sign_token, verify_token
+from network.web.dashboard import issue_login_token, login_url
 
 SECRET = "dashboard-test-secret-0123456789"
 
@@ -220,7 +220,7 @@ def test_admin_token_cli_prints_a_login_link(tmp_path: Path) -> None:
         '[matrix]\nhomeserver = "http://127.0.0.1:9"\nuser_id = "@b:x"\npassword_env = "PW"\n'
         '[web]\npublic_url = "https://libhub.example.org"\n'
     )
-    code = "import sys; from network.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from network.cli.main import main; sys.exit(main(sys.argv[1:]))"
     args = [sys.executable, "-c", code, "admin", "token", "-c", str(config), "--name", "dana"]
     env = {k: v for k, v in os.environ.items() if k != "LIBHUB_SECRET"}
     ok = subprocess.run(args, capture_output=True, text=True, env={**env, "LIBHUB_SECRET": SECRET})

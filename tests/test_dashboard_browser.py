@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from network.app import Service
-from network.dashboard import issue_login_token, login_url
-from network.devserver import DevHomeserver, DevUser, free_port
-from network.settings import parse_settings
+from network.devtools.devserver import DevHomeserver, DevUser, free_port
+from network.service import Service
+from network.settings.model import parse_settings
 from network.storage import ItemInput, Target
+from network.web.dashboard import issue_login_token, login_url
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.waiting import eventually

@@ -13,12 +13,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from network.app import Service
-from network.dashboard import COOKIE
-from network.dashboard_matrix_login import DEVICE_NAME, HomeserverTrouble, check_password
-from network.devserver import DevHomeserver, DevUser, free_port
-from network.settings import parse_settings
-from network.web import make_web_app
+from network.devtools.devserver import DevHomeserver, DevUser, free_port
+from network.service import Service
+from network.settings.model import parse_settings
+from network.web.app import make_web_app
+from network.web.dashboard import COOKIE
+from network.web.dashboard_login import DEVICE_NAME, HomeserverTrouble, check_password
 from tests.conftest import new_user
 
 pytestmark = pytest.mark.synapse

@@ -11,9 +11,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from network.app import Service
-from network.delivery_state import DeliveryPolicy
-from network.devserver import DevUser, free_port
+from network.delivery.state import DeliveryPolicy
+from network.devtools.devserver import DevUser, free_port
+from network.service import Service
 from tests.publisher import FeedItem, Publisher, rss
 from tests.test_delivery_kit import drain, settings_for
 from tests.waiting import eventually

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from network.devserver import DevHomeserver, DevUser
-from network.settings import load_settings
+from network.devtools.devserver import DevHomeserver, DevUser
+from network.settings.model import load_settings
 from network.storage import Storage
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader

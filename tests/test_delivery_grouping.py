@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from network.delivery_messages import MessagePlanning
+from network.delivery.messages import MessagePlanning
 from network.storage import ItemInput, Storage, Target
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from network.app import Service
-from network.devserver import DevUser, free_port
-from network.settings import Settings, parse_settings
+from network.devtools.devserver import DevUser, free_port
+from network.service import Service
+from network.settings.model import Settings, parse_settings
 
 BOT_ENV = "DELIVERY_BOT_PASSWORD"
 

@@ -17,10 +17,10 @@ import aiohttp
 import nio
 import pytest
 
-from network.devserver import DevHomeserver, DevUser
-from network.render import grouped_content
-from network.settings import load_settings
-from network.web import health_report
+from network.devtools.devserver import DevHomeserver, DevUser
+from network.routing.render import grouped_content
+from network.settings.model import load_settings
+from network.web.app import health_report
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.publisher import FeedItem, Publisher, rss
@@ -431,8 +431,8 @@ async def test_a_rejected_token_on_an_alias_lookup_stays_an_auth_error(tmp_path:
     """Servers that check the token on directory lookups answer 401 there: that is a login
     to redo, never "the room does not exist" (which would fail the room's messages)."""
     from network.errors import MatrixAuthError
-    from network.matrix import MatrixGateway, _error_from
-    from network.settings import parse_settings
+    from network.matrix.gateway import MatrixGateway, _error_from
+    from network.settings.model import parse_settings
     from network.storage import Storage
 
     storage = await Storage.open(tmp_path / "db.sqlite")

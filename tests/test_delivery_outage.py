@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from network.devserver import DevHomeserver, DevUser
+from network.devtools.devserver import DevHomeserver, DevUser
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.publisher import FeedItem, Publisher, rss

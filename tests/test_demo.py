@@ -23,7 +23,7 @@ from tests.waiting import eventually
 
 pytestmark = pytest.mark.synapse
 
-ENTRY = "import sys; from network.cli import main; sys.exit(main())"
+ENTRY = "import sys; from network.cli.main import main; sys.exit(main())"
 
 
 async def _room_bodies(hs: str, token: str, alias: str) -> list[str]:
@@ -111,7 +111,7 @@ async def test_demo_posts_mails_and_stops_cleanly(tmp_path: Path) -> None:
 async def test_a_failure_while_starting_stops_what_already_started(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from network import demo
+    from network.devtools import demo
 
     events: list[str] = []
 
@@ -137,7 +137,7 @@ async def test_a_failure_while_starting_stops_what_already_started(
 def test_demo_secrets_file_is_created_owner_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from network import demo
+    from network.devtools import demo
 
     # Never readable by others, not even between creating it and a later chmod.
     monkeypatch.setattr(Path, "chmod", lambda *_a, **_k: None)

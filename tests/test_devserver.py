@@ -19,7 +19,7 @@ from nio import (
     SyncResponse,
 )
 
-from network.devserver import DevHomeserver, DevServerError, DevUser, registration_mac
+from network.devtools.devserver import DevHomeserver, DevServerError, DevUser, registration_mac
 
 
 def _client(hs: DevHomeserver, user: DevUser) -> AsyncClient:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from network.digest_render import (
+from network.subscriptions.digests.render import (
     DigestItem,
     RenderedMessage,
     group_items,

@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from network.digest_schedule import (
+from network.errors import LibhubError
+from network.subscriptions.digests.schedule import (
     Schedule,
     ScheduleError,
     due,
@@ -15,7 +16,6 @@ from network.digest_schedule import (
     next_send,
     period_start,
 )
-from network.errors import LibhubError
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from network.devserver import free_port
-from network.digest_outcomes import SendReport
-from network.mailsink import MailSink
-from network.postman import ListMail
+from network.devtools.devserver import free_port
+from network.devtools.mailsink import MailSink
 from network.storage import Storage
 from network.storage.subscribers import DigestRun, Subscriber
+from network.subscriptions.digests.outcomes import SendReport
+from network.subscriptions.postman import ListMail
 from tests.digestkit import (
     SECRET,
     SECRET_ENV,
@@ -343,7 +343,7 @@ async def test_no_smtp_server_configured_waits_like_a_relay_outage_and_says_so_o
     svc.postman.settings = replace(
         svc.postman.settings, email=replace(svc.postman.settings.email, smtp_url="")
     )
-    caplog.set_level(logging.WARNING, logger="network.digests")
+    caplog.set_level(logging.WARNING, logger="network.subscriptions.digests.runner")
     report = await svc.digests.run_once()
     assert report.sent == 0 and report.permanent == 0
     assert caplog.text.count("mail relay unusable") == 1

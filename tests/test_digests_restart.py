@@ -19,9 +19,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiosmtpd.controller import Controller
 
-from network.devserver import free_port
-from network.digest_schedule import local_instant
+from network.devtools.devserver import free_port
 from network.storage import now_iso
+from network.subscriptions.digests.schedule import local_instant
 from tests.digestkit import (
     SECRET,
     SECRET_ENV,

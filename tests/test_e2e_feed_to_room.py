@@ -9,9 +9,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from network.app import Service
-from network.devserver import DevHomeserver, DevUser, free_port
-from network.settings import Settings, parse_settings
+from network.devtools.devserver import DevHomeserver, DevUser, free_port
+from network.service import Service
+from network.settings.model import Settings, parse_settings
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.publisher import FeedItem, Publisher, rss

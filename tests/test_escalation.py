@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from network.app import Service
-from network.devserver import DevHomeserver, DevUser
+from network.devtools.devserver import DevHomeserver, DevUser
+from network.service import Service
 from tests.matrixkit import MatrixReader
 from tests.test_bot_support import (
     Msgs,
@@ -177,7 +177,7 @@ async def _cli_json(w: World, *args: str) -> Any:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import sys; from network.cli import main; sys.exit(main())",
+        "import sys; from network.cli.main import main; sys.exit(main())",
         *args,
         "-c",
         str(config),

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from network.ics import calendar_uri, escape_text, fold_line, webinar_ics
+from network.community.calendar import calendar_uri, escape_text, fold_line, webinar_ics
 
 NOW = datetime(2025, 5, 14, 6, 0, tzinfo=UTC)
 START = datetime(2025, 5, 20, 15, 0, tzinfo=ZoneInfo("Europe/Berlin"))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.knowledge import (
+from bots.kb.index import (
     Answer,
     KnowledgeBase,
     KnowledgeBaseError,
@@ -26,7 +26,7 @@ from bots.knowledge import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLBOX = ROOT / "config" / "toolbox"
+TOOLBOX = ROOT / "bots" / "kb" / "pages"
 QUESTIONS = Path(__file__).resolve().parent / "data" / "kb_questions.toml"
 HELDOUT = Path(__file__).resolve().parent / "data" / "kb_heldout.toml"
 FRESH = Path(__file__).resolve().parent / "data" / "kb_fresh.toml"

@@ -20,9 +20,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from network.errors import ConfigError
-from network.mail import SendResult, SmtpSender
-from network.mail_message import build_message
-from network.mail_target import SmtpTarget, parse_smtp_url
+from network.mail.message import build_message
+from network.mail.pool import SendResult, SmtpSender
+from network.mail.target import SmtpTarget, parse_smtp_url
 from tests.waiting import eventually
 
 BOUNCE = "gone@example.org"  # the server answers 550 for this recipient

@@ -9,10 +9,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from network.app import Service
-from network.devserver import free_port
-from network.metrics import Family, render
-from network.settings import parse_settings
+from network.devtools.devserver import free_port
+from network.service import Service
+from network.settings.model import parse_settings
+from network.web.metrics import Family, render
 from tests.publisher import FeedItem, Publisher, rss
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"

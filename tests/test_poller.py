@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from feeds.fetch import Fetcher, make_session
-from network.poller import Poller
-from network.routing import Router
-from network.settings import Settings, parse_settings
+from network.polling.poller import Poller
+from network.routing.router import Router
+from network.settings.model import Settings, parse_settings
 from network.storage import Storage
 from tests.publisher import FeedItem, Publisher, Scripted, rss
 
@@ -259,7 +259,7 @@ async def test_a_date_at_the_end_of_time_is_no_start_and_harms_nothing(rig: Rig)
 async def test_a_feed_that_trips_a_bug_backs_off_and_the_others_go_on(
     rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import network.poller as poller_module
+    import network.polling.poller as poller_module
 
     real_enrich = poller_module.enrich
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import network.poller
+import network.polling.poller
 from feeds.fetch import Fetcher, make_session
 from feeds.parse import ParsedFeed, parse_feed
-from network.poller import BodyBudget, Poller, PollOutcome
-from network.routing import Router
-from network.settings import parse_settings
+from network.polling.poller import BodyBudget, Poller, PollOutcome
+from network.routing.router import Router
+from network.settings.model import parse_settings
 from network.storage import Storage
 from tests.publisher import FeedItem, Publisher, rss
 
@@ -96,7 +96,7 @@ url = "{pub.url("b.xml")}"
             await asyncio.wait_for(b_done.wait(), timeout=60)
             return parse_feed(body, url=url, headers=headers)
 
-        monkeypatch.setattr(network.poller, "parse_feed_in_process", slow_parse)
+        monkeypatch.setattr(network.polling.poller, "parse_feed_in_process", slow_parse)
 
         def progress(outcome: PollOutcome) -> None:
             if outcome.feed_id == "b":

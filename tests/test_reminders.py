@@ -1,5 +1,5 @@
 """Webinar reminder planning, moved webinars, lead parsing and start-time wording
-(network/reminders.py)."""
+(network/community/reminders.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from network.reminders import (
+from network.community.reminders import (
     Reminder,
     ReminderConfigError,
     format_when,

@@ -8,9 +8,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from network.render import channel_text, edit_content, grouped_content, matrix_content
+from network.routing.render import channel_text, edit_content, grouped_content, matrix_content
+from network.routing.templates import compile_template, template_vars
 from network.storage import Item
-from network.templates import compile_template, template_vars
 
 
 def make(
@@ -172,7 +172,7 @@ def test_webinar_time_in_the_network_zone_with_utc_for_members_elsewhere() -> No
 def test_hostile_summaries_and_links_still_fit_in_one_event() -> None:
     """Visible text is truncated, but empty tags and long hrefs are not text: the event is
     measured, and falls back to plain text rather than being refused (M_TOO_LARGE)."""
-    from network.render import MAX_CONTENT_BYTES, _size
+    from network.routing.render import MAX_CONTENT_BYTES, _size
 
     empty_tags = make(summary="<b></b>" * 20_000)
     long_links = make(

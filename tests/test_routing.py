@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from network.errors import ConfigError
-from network.routing import Router
-from network.settings import parse_settings
+from network.routing.router import Router
+from network.settings.model import parse_settings
 from network.storage import ItemInput, Target
 
 BASE = """

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from network.errors import ConfigError
-from network.settings import Settings, parse_settings
+from network.settings.model import Settings, parse_settings
 
 REPO = Path(__file__).resolve().parents[1]
 

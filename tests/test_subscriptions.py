@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from network.mailsink import MailSink
+from network.devtools.mailsink import MailSink
 from network.storage.subscribers import TokenAlreadyUsed
-from network.subscriptions import subscribe_from_matrix
+from network.subscriptions.lifecycle import subscribe_from_matrix
+from network.subscriptions.topics import SubscriptionError, parse_address
 from network.tokens import TokenExpired
-from network.topics import SubscriptionError, parse_address
 from tests.digestkit import (
     SECRET_ENV,
     START,

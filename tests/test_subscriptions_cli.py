@@ -13,19 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from network.mailsink import MailSink
-from network.settings import parse_settings
+from network.devtools.mailsink import MailSink
+from network.settings.model import parse_settings
 from tests.digestkit import SECRET, SECRET_ENV, Clock, config_text, item, make_service, publish
 
 REPO = Path(__file__).resolve().parents[1]
-ENTRY = "import sys; from network.cli import main; sys.exit(main())"
+ENTRY = "import sys; from network.cli.main import main; sys.exit(main())"
 
 
 def libhub(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, SECRET_ENV: SECRET, "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
-        # What the `libhub` script runs (`python -m network.cli` would not load the
-        # subcommands registered by network.cli_more into the __main__ module).
+        # What the `libhub` script runs (`python -m network.cli.main` would not load the
+        # subcommands registered by network.cli.community into the __main__ module).
         [sys.executable, "-c", ENTRY, *args, "-c", str(config)],
         capture_output=True,
         text=True,
@@ -84,7 +84,7 @@ def test_import_confirmed_needs_consent_warns_and_keeps_unsubscribes(
         try:
             svc = await make_service(settings, Clock(datetime.now(UTC)))
             subs = svc.subscriptions
-            from network.topics import next_due, parse_address
+            from network.subscriptions.topics import next_due, parse_address
 
             bo = parse_address("bo@example.org", schemes=None)
             sub, _ = await svc.storage.add_subscriber(

@@ -16,9 +16,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
-from network.app import Service
-from network.mailsink import MailSink
-from network.web import make_web_app
+from network.devtools.mailsink import MailSink
+from network.service import Service
+from network.web.app import make_web_app
 from tests.digestkit import (
     Clock,
     DigestEnv,

@@ -10,9 +10,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from multidict import CIMultiDict
 
-from network.settings import parse_settings
-from network.web import make_web_app
-from network.web_limits import PerClientLimit, client_address, limit_key, parse_networks
+from network.settings.model import parse_settings
+from network.web.app import make_web_app
+from network.web.limits import PerClientLimit, client_address, limit_key, parse_networks
 from tests.digestkit import DigestEnv
 from tests.test_web_subscribe import FORM, csrf_of
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from network.app import Service
-from network.mailsink import MailSink
-from network.web import make_web_app
+from network.devtools.mailsink import MailSink
+from network.service import Service
+from network.web.app import make_web_app
 from tests.digestkit import (
     SECRET_ENV,
     START,
@@ -176,7 +176,7 @@ async def test_form_pages_list_time_zones_without_scanning_tzdata_each_time(
         scans += 1
         return real()
 
-    monkeypatch.setattr("network.topics.available_timezones", counted)
+    monkeypatch.setattr("network.subscriptions.topics.available_timezones", counted)
     for _ in range(3):
         resp = await env.client.get("/subscribe")
         assert "Europe/Berlin" in await resp.text()

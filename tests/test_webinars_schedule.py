@@ -14,11 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from network.app import Service
-from network.devserver import free_port
-from network.settings import Settings, parse_settings
+from network.community.webinars import MAX_IDLE, WebinarReminders, ics_url, reminder_content
+from network.devtools.devserver import free_port
+from network.service import Service
+from network.settings.model import Settings, parse_settings
 from network.storage import ItemInput, Storage, Target
-from network.webinars import MAX_IDLE, WebinarReminders, ics_url, reminder_content
 
 ROOM = "#webinars:example.org"
 

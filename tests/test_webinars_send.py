@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from network.devserver import DevHomeserver, DevUser
-from network.matrix import MatrixGateway
-from network.settings import parse_settings, secret
+from network.community.webinars import WebinarReminders, ics_url, reminder_content
+from network.devtools.devserver import DevHomeserver, DevUser
+from network.matrix.gateway import MatrixGateway
+from network.settings.model import parse_settings, secret
 from network.storage import Storage
-from network.webinars import WebinarReminders, ics_url, reminder_content
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.test_webinars_schedule import store, webinar

@@ -2,7 +2,7 @@
 the question, the team's thread, the state of the case, the team email, and what was
 relayed between the team and the asker.
 
-The case state columns mirror `bots.case_state.Case` but this module does not import
+The case state columns mirror `bots.cases.state.Case` but this module does not import
 `bots/` (storage stays below the bot): the bot converts `CaseProgress` to and from its own
 state type. Every write that must be exactly-once is keyed by a Matrix event id.
 """
@@ -32,7 +32,7 @@ def _dt(value: str | None) -> datetime:
 
 @dataclass(frozen=True)
 class CaseProgress:
-    """The state-machine part of a case (see `bots.case_state.Case`)."""
+    """The state-machine part of a case (see `bots.cases.state.Case`)."""
 
     state: str
     claimed_by: str | None

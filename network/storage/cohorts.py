@@ -72,7 +72,7 @@ class CohortUpdate:
 
 @dataclass(frozen=True)
 class ReminderRow:
-    """A stored webinar reminder; satisfies `network.reminders.ScheduledReminder`."""
+    """A stored webinar reminder; satisfies `network.community.reminders.ScheduledReminder`."""
 
     id: int
     item_id: int

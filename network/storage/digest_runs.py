@@ -4,7 +4,7 @@ A digest is *claimed* before it is sent: one ``digest_runs`` row per (subscriber
 freezes the queue range it covers and moves the subscriber's cursor past it in the same
 transaction (compare-and-set on the cursor, so two planners never hand out one range
 twice). Sending only reads the row; a sender that dies leaves it pending, due again when
-its lease runs out (see network/digests.py for why that is the right failure).
+its lease runs out (see network/subscriptions/digests/runner.py for why that is the right failure).
 """
 
 from __future__ import annotations

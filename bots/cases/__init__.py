@@ -1,0 +1,1 @@
+"""Need Assistance cases: state, transitions, the team thread, reminders, business hours."""

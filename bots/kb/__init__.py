@@ -1,0 +1,1 @@
+"""The toolbox knowledge base: pages, vocabulary, retrieval."""

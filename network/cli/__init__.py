@@ -1,0 +1,1 @@
+"""The libhub command line."""

@@ -1,0 +1,3 @@
+"""The community of practice: cohort spaces and rooms, member updates, webinars and
+reminders, calendars.
+"""

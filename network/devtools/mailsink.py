@@ -1,0 +1,107 @@
+"""A local SMTP server that keeps every message it receives (for the demo and tests).
+
+aiosmtpd in its own thread; each message is stored as an ``.eml`` file in a folder
+(when one is given) and kept in memory, so a person can open the demo's mail and a test
+can parse it with the ``email`` package.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import itertools
+import threading
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    message: EmailMessage
+
+
+class _Handler:
+    def __init__(self, sink: MailSink) -> None:
+        self.sink = sink
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.sink._count_connection()
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        code = self.sink.reject.get(address.lower())
+        if code is not None:
+            return code
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raw: bytes = envelope.original_content or envelope.content
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        self.sink._store(Received(envelope.mail_from, tuple(envelope.rcpt_tos), msg), raw)
+        return "250 Message accepted"
+
+
+class MailSink:
+    """Start with ``start()``; messages arrive in ``received`` (and ``folder`` if set)."""
+
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, folder: Path | None = None
+    ) -> None:
+        self.folder = folder
+        self.received: list[Received] = []
+        self.connections = 0
+        # address -> SMTP reply, for tests of bounces ("550 No such user")
+        self.reject: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+        if port == 0:
+            from network.devtools.devserver import free_port
+
+            port = free_port(host)
+        self.host, self.port = host, port
+        self._controller = Controller(_Handler(self), hostname=host, port=port)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def _count_connection(self) -> None:
+        with self._lock:
+            self.connections += 1
+
+    def _store(self, received: Received, raw: bytes) -> None:
+        with self._lock:
+            self.received.append(received)
+            n = next(self._seq)
+        if self.folder is not None:
+            (self.folder / f"{n:05d}.eml").write_bytes(raw)
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self._lock:
+            return [r.message for r in self.received if address in r.rcpt_tos]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.received.clear()
+            self.connections = 0

@@ -1,0 +1,1 @@
+"""Mail transport: SMTP connections, message building, recipient addresses."""

@@ -1,0 +1,1 @@
+"""The Matrix side of the service: the gateway to the homeserver (login, sync, sends)."""

@@ -1,0 +1,1 @@
+"""Polling: when each feed is fetched, and what happens to what it brings."""

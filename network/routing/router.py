@@ -1,0 +1,153 @@
+"""Routing: which Matrix rooms and apprise URLs an item goes to, and with which template.
+
+A feed's own ``rooms`` and ``channels`` always apply. ``[[routes]]`` add targets by
+feed, item kind, cohort and plain include/exclude words (no user-supplied regular
+expressions: a coordinator's typo must not be able to hang the poller). Pure: the
+answer depends only on the settings and the item.
+
+Templates: an item can match several routes that name the same room. The template used
+for that room is the one of the *first* matching route (in config order) that names the
+room and has a ``matrix_template``; routes without a template do not hide later ones.
+The same rule picks the ``channel_template`` for an apprise URL (by channel name).
+Templates are looked up when a message is sent, against the config then in force, so a
+corrected template also applies to messages still waiting in the outbox.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+from feeds.sanitize import html_to_text
+from network.routing.templates import RouteTemplate, compile_template
+from network.settings.model import RouteSettings, Settings
+from network.storage import Target
+
+
+class Routable(Protocol):
+    """What routing looks at; both poll inputs and stored items have it."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def summary_html(self) -> str: ...
+    @property
+    def categories(self) -> tuple[str, ...]: ...
+
+
+def _words(text: str) -> str:
+    return " " + " ".join(re.findall(r"\w+", text.casefold())) + " "
+
+
+def _mentions(haystack: str, phrase: str) -> bool:
+    """Whole-word (or whole-phrase) match, case-insensitive."""
+    needle = _words(phrase).strip()
+    return bool(needle) and f" {needle} " in haystack
+
+
+@functools.lru_cache(maxsize=512)
+def _item_words(title: str, summary_html: str, categories: tuple[str, ...]) -> str:
+    # Once per item, not once per route and call: html_to_text is the costly part, and it
+    # runs on the event loop.
+    return _words(" ".join([title, html_to_text(summary_html), *categories]))
+
+
+def route_matches(route: RouteSettings, feed_id: str, item: Routable, cohort: str | None) -> bool:
+    if route.feeds and feed_id not in route.feeds:
+        return False
+    if route.kinds and item.kind not in route.kinds:
+        return False
+    if route.cohorts and (cohort is None or cohort not in route.cohorts):
+        return False
+    if route.include or route.exclude:
+        text = _item_words(item.title, item.summary_html, tuple(item.categories))
+        if route.include and not any(_mentions(text, w) for w in route.include):
+            return False
+        if any(_mentions(text, w) for w in route.exclude):
+            return False
+    return True
+
+
+class Router:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        # Already checked when the settings were loaded; compiled once here.
+        self._matrix: dict[int, RouteTemplate] = {}
+        self._channel: dict[int, RouteTemplate] = {}
+        for i, route in enumerate(settings.routes):
+            path = f"routes[{i}]"
+            if route.matrix_template:
+                self._matrix[i] = compile_template(
+                    route.matrix_template, html=True, path=f"{path}.matrix_template"
+                )
+            if route.channel_template:
+                self._channel[i] = compile_template(
+                    route.channel_template, html=False, path=f"{path}.channel_template"
+                )
+
+    def targets(self, feed_id: str, item: Routable, *, cohort: str | None = None) -> list[Target]:
+        rooms: list[str] = []
+        channels: list[str] = []
+        try:
+            feed = self.settings.feed(feed_id)
+            rooms.extend(feed.rooms)
+            channels.extend(feed.channels)
+        except KeyError:
+            pass  # cohort updates and other internal sources have no feed entry
+        for route in self.settings.routes:
+            if route_matches(route, feed_id, item, cohort):
+                rooms.extend(route.rooms)
+                channels.extend(route.channels)
+        return _targets(self.settings, rooms, channels)
+
+    def matrix_template(
+        self, feed_id: str, item: Routable, room: str, *, cohort: str | None = None
+    ) -> RouteTemplate | None:
+        """The template for ``item`` in the configured room ``room`` (None: default layout)."""
+        for i, route in enumerate(self.settings.routes):
+            template = self._matrix.get(i)
+            if (
+                template is not None
+                and room in route.rooms
+                and route_matches(route, feed_id, item, cohort)
+            ):
+                return template
+        return None
+
+    def channel_template(
+        self,
+        feed_id: str,
+        item: Routable,
+        url: str,
+        channel: str | None,
+        *,
+        cohort: str | None = None,
+    ) -> RouteTemplate | None:
+        """The template for ``item`` sent to the apprise ``url`` of ``channel``."""
+        for i, route in enumerate(self.settings.routes):
+            template = self._channel.get(i)
+            if template is None or not route_matches(route, feed_id, item, cohort):
+                continue
+            for name in route.channels:
+                if name == channel or url in self.settings.channels[name].urls:
+                    return template
+        return None
+
+
+def _targets(settings: Settings, rooms: Sequence[str], channels: Sequence[str]) -> list[Target]:
+    out: list[Target] = []
+    seen: set[tuple[str, str]] = set()
+    for room in rooms:
+        if ("matrix", room) not in seen:
+            seen.add(("matrix", room))
+            out.append(Target("matrix", room))
+    for name in channels:
+        for url in settings.channels[name].urls:
+            if ("apprise", url) not in seen:
+                seen.add(("apprise", url))
+                out.append(Target("apprise", url, name))
+    return out

@@ -1,0 +1,1 @@
+"""Subscriptions: double opt-in, preferences, the messages and links subscribers get."""

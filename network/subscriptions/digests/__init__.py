@@ -1,0 +1,1 @@
+"""Digests: who is due, what goes in, how it is rendered and sent, and what a send did."""

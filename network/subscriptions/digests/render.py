@@ -1,0 +1,351 @@
+"""Rendering subscriber email: digests and immediate notices, as subject, text and HTML.
+
+Owns `DigestItem` (what a digest shows about one feed item), the grouping and ordering of
+items (upcoming webinars first, by start time; then news, with past webinars; then cohort
+updates) and the Jinja2 templates in ``config/templates/email/``. HTML templates are
+autoescaped, so a title like ``<script>`` shows as text; ``summary_html`` is trusted because
+the feed pipeline already sanitized it with nh3. The text part is built from the same
+context, with summaries converted to plain text.
+
+Dates are shown in the subscriber's time zone; ``now`` decides which webinars are still
+upcoming. An empty list renders nothing: no empty digests.
+"""
+
+from __future__ import annotations
+
+import functools
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+from markupsafe import Markup
+
+from network.errors import ConfigError
+
+DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+SUMMARY_TEXT_CHARS = 500
+_MONTHS = (
+    "January February March April May June July August September October November December"
+).split()
+_DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+_FREQUENCY_LABELS = {"daily": "Daily digest", "weekly": "Weekly digest"}
+_BLOCK_TAGS = frozenset(
+    "p div br li ul ol h1 h2 h3 h4 h5 h6 blockquote pre tr table section article".split()
+)
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    """One item as a digest shows it. ``summary_html`` must already be sanitized."""
+
+    item_id: int
+    kind: str  # "news" | "webinar" | "cohort-update"
+    title: str
+    link: str | None
+    summary_html: str
+    published: datetime | None
+    feed_title: str
+    event_start: datetime | None
+    author: str | None
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    subject: str
+    text: str
+    html: str
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def html_to_text(fragment: str, *, limit: int = SUMMARY_TEXT_CHARS) -> str:
+    """Readable plain text of an HTML fragment: paragraphs kept, whitespace tidied, shortened
+    to about ``limit`` characters at a word boundary."""
+    parser = _TextExtractor()
+    parser.feed(fragment)
+    parser.close()
+    paragraphs = [" ".join(p.split()) for p in "".join(parser.parts).split("\n")]
+    text = "\n".join(p for p in paragraphs if p)
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.") + " …"
+    return text
+
+
+def _safe_link(url: str | None) -> str | None:
+    # Feed links are untrusted; only web and mail links become clickable.
+    if not url:
+        return None
+    scheme = urlsplit(url.strip()).scheme.lower()
+    return url.strip() if scheme in ("http", "https", "mailto") else None
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ValueError(f"unknown subscriber time zone {name!r}: use an IANA name") from e
+
+
+def format_day(moment: datetime, zone: ZoneInfo) -> str:
+    """``Tuesday 20 May 2025`` in ``zone``, independent of the process locale."""
+    local = moment.astimezone(zone)
+    return f"{_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
+
+
+def format_when(moment: datetime, zone: ZoneInfo) -> str:
+    """``Tuesday 20 May 2025, 15:00 CEST`` in ``zone``."""
+    local = moment.astimezone(zone)
+    return f"{format_day(moment, zone)}, {local:%H:%M} {local.tzname() or zone.key}"
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(templates_dir: Path) -> jinja2.Environment:
+    if not (templates_dir / "email").is_dir():
+        raise ConfigError(f"email templates not found: {templates_dir / 'email'} is missing")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "html.j2"), default_for_string=True, default=False
+        ),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["wrap"] = _wrap
+    return env
+
+
+def _wrap(text: str, width: int = 72, indent: str = "") -> str:
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        lines.extend(
+            textwrap.wrap(paragraph, width, initial_indent=indent, subsequent_indent=indent) or [""]
+        )
+    return "\n".join(lines)
+
+
+# --- grouping ---------------------------------------------------------------------------
+
+
+def _is_upcoming(item: DigestItem, now: datetime) -> bool:
+    return item.kind == "webinar" and item.event_start is not None and item.event_start >= now
+
+
+def group_items(
+    items: Sequence[DigestItem], now: datetime
+) -> list[tuple[str, str, list[DigestItem]]]:
+    """``(group id, heading, items)`` in display order, empty groups left out.
+
+    Upcoming webinars come first, soonest first. Past webinars, webinars without a start
+    time and items of unknown kind go with news. News and cohort updates are newest first.
+    """
+
+    def newest_first(item: DigestItem) -> tuple[bool, float, int]:
+        stamp = item.published.timestamp() if item.published else 0.0
+        return (item.published is None, -stamp, item.item_id)
+
+    upcoming = sorted(
+        (i for i in items if _is_upcoming(i, now)),
+        key=lambda i: (i.event_start, i.item_id),
+    )
+    cohort = sorted((i for i in items if i.kind == "cohort-update"), key=newest_first)
+    news = sorted(
+        (i for i in items if not _is_upcoming(i, now) and i.kind != "cohort-update"),
+        key=newest_first,
+    )
+    groups = [
+        ("webinars", "Upcoming webinars", upcoming),
+        ("news", "News", news),
+        ("cohort-updates", "Cohort updates", cohort),
+    ]
+    return [g for g in groups if g[2]]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _counts(groups: list[tuple[str, str, list[DigestItem]]]) -> str:
+    words = {"webinars": "upcoming webinar", "news": "news item", "cohort-updates": "cohort update"}
+    return ", ".join(_plural(len(members), words[gid]) for gid, _, members in groups)
+
+
+# --- rendering --------------------------------------------------------------------------
+
+
+def _render(
+    groups: list[tuple[str, str, list[DigestItem]]],
+    *,
+    subject: str,
+    heading: str,
+    intro: str,
+    subscriber_tz: str,
+    network_name: str,
+    manage_url: str,
+    unsubscribe_url: str,
+    ics_url: Callable[[DigestItem], str] | None,
+    now: datetime,
+    templates_dir: Path | None,
+) -> RenderedMessage:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    zone = _zone(subscriber_tz)
+    context: dict[str, Any] = {
+        "subject": subject,
+        "heading": heading,
+        "intro": intro,
+        "date": format_day(now, zone),
+        "network_name": network_name,
+        "manage_url": manage_url,
+        "unsubscribe_url": unsubscribe_url,
+        "tz_name": zone.key,
+        "groups": [
+            {
+                "id": gid,
+                "heading": title,
+                "items": [_item_view(i, gid, zone, ics_url) for i in members],
+            }
+            for gid, title, members in groups
+        ],
+    }
+    env = _environment((templates_dir or DEFAULT_TEMPLATES_DIR).resolve())
+    return RenderedMessage(
+        subject=subject,
+        text=env.get_template("email/digest.txt.j2").render(context),
+        html=env.get_template("email/digest.html.j2").render(context),
+    )
+
+
+def _item_view(
+    item: DigestItem,
+    group: str,
+    zone: ZoneInfo,
+    ics_url: Callable[[DigestItem], str] | None,
+) -> dict[str, Any]:
+    title = " ".join(item.title.split()) or "(untitled)"
+    upcoming = group == "webinars" and item.event_start is not None
+    return {
+        "title": title,
+        "link": _safe_link(item.link),
+        # Sanitized upstream (nh3); marking it safe keeps its markup in the HTML part.
+        "summary_html": Markup(item.summary_html),
+        "summary_text": html_to_text(item.summary_html),
+        "feed_title": item.feed_title,
+        "author": item.author,
+        "published": format_day(item.published, zone) if item.published else None,
+        "when": format_when(item.event_start, zone) if upcoming and item.event_start else None,
+        "ics_url": ics_url(item) if upcoming and ics_url is not None else None,
+    }
+
+
+def render_digest(
+    items: Sequence[DigestItem],
+    *,
+    subscriber_tz: str,
+    frequency: str,
+    network_name: str,
+    manage_url: str,
+    unsubscribe_url: str,
+    ics_url: Callable[[DigestItem], str] | None,
+    now: datetime,
+    templates_dir: Path | None = None,
+) -> RenderedMessage | None:
+    """A daily or weekly digest of ``items``, or None when there is nothing to send.
+
+    ``ics_url(item)`` gives the "Add to calendar" link of an upcoming webinar. Raises
+    ValueError for an unknown time zone or frequency.
+    """
+    if not items:
+        return None
+    label = _FREQUENCY_LABELS.get(frequency)
+    if label is None:
+        raise ValueError(
+            f"unknown digest frequency {frequency!r}: expected daily or weekly "
+            "(immediate notices are rendered by render_immediate)"
+        )
+    zone = _zone(subscriber_tz)
+    local = now.astimezone(zone)
+    groups = group_items(items, now)  # grouped once: the subject and the body use it
+    summary = _counts(groups)
+    subject = f"{network_name}: {label}, {local.day} {_MONTHS[local.month - 1]} — {summary}"
+    return _render(
+        groups,
+        subject=subject,
+        heading=f"{network_name} — {label.lower()}",
+        intro=f"This digest has {summary}.",
+        subscriber_tz=subscriber_tz,
+        network_name=network_name,
+        manage_url=manage_url,
+        unsubscribe_url=unsubscribe_url,
+        ics_url=ics_url,
+        now=now,
+        templates_dir=templates_dir,
+    )
+
+
+def render_immediate(
+    items: Sequence[DigestItem],
+    *,
+    subscriber_tz: str,
+    network_name: str,
+    manage_url: str,
+    unsubscribe_url: str,
+    ics_url: Callable[[DigestItem], str] | None,
+    now: datetime,
+    templates_dir: Path | None = None,
+) -> RenderedMessage | None:
+    """One notice for the new items of a poll batch, or None when there are none."""
+    if not items:
+        return None
+    groups = group_items(items, now)
+    if len(items) == 1:
+        only = items[0]
+        kind = (
+            "Upcoming webinar"
+            if groups[0][0] == "webinars"
+            else "Cohort update"
+            if only.kind == "cohort-update"
+            else "New"
+        )
+        subject = f"{network_name}: {kind}: {' '.join(only.title.split()) or '(untitled)'}"
+    else:
+        subject = f"{network_name}: {_counts(groups)}"
+    return _render(
+        groups,
+        subject=subject,
+        heading=f"New from {network_name}",
+        intro=f"Just published: {_counts(groups)}.",
+        subscriber_tz=subscriber_tz,
+        network_name=network_name,
+        manage_url=manage_url,
+        unsubscribe_url=unsubscribe_url,
+        ics_url=ics_url,
+        now=now,
+        templates_dir=templates_dir,
+    )

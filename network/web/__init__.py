@@ -1,0 +1,1 @@
+"""The web server: health, subscription pages, the staff dashboard, calendars and metrics."""

@@ -1,0 +1,282 @@
+"""What every subscription page shares: rendering a page with the security headers, the
+CSRF token of its forms, the per-client limit on forms that send mail, the error pages for
+bad links, and the guard that turns a missing setup into a clear page.
+
+The routes themselves are in `network.web.subscribe` (subscribe, confirm) and
+`network.web.manage` (manage, unsubscribe); the rules they keep are described there.
+Forms are protected against cross-site request forgery by a signed double-submit token: a
+random cookie (HttpOnly, SameSite=Lax) and, in the form, an HMAC of it under the service
+secret. A forged form has neither.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import jinja2
+from aiohttp import web
+
+from network.errors import ConfigError
+from network.storage.subscribers import Preferences, TokenAlreadyUsed
+from network.subscriptions.digests.render import DEFAULT_TEMPLATES_DIR
+from network.subscriptions.digests.schedule import WEEKDAY_NAMES
+from network.subscriptions.topics import SubscriptionError, time_zones
+from network.tokens import TokenExpired
+from network.web.app import FORM_LIMIT, SERVICE, TRUSTED_PROXIES
+from network.web.limits import client_address
+
+if TYPE_CHECKING:
+    from network.service import Service
+    from network.subscriptions.lifecycle import Subscriptions
+
+log = logging.getLogger(__name__)
+
+CSRF_COOKIE = "libhub_csrf"
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+@functools.lru_cache(maxsize=4)
+def _environment(templates_dir: Path) -> jinja2.Environment:
+    if not (templates_dir / "web").is_dir():
+        raise ConfigError(f"web templates not found: {templates_dir / 'web'} is missing")
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def _service(request: web.Request) -> Service:
+    return request.app[SERVICE]
+
+
+def subs_of(request: web.Request) -> Subscriptions:
+    return _service(request).subscriptions
+
+
+def _secret(request: web.Request) -> bytes:
+    # The link-signing secret also keys the CSRF tokens; Links checks it is configured.
+    return subs_of(request).links.secret
+
+
+def page(
+    request: web.Request,
+    template: str,
+    *,
+    status: int = 200,
+    csrf_cookie: str | None = None,
+    **context: Any,
+) -> web.Response:
+    """Render ``web/<template>`` with the shared context and the security headers."""
+    subs = subs_of(request)
+    env = _environment(DEFAULT_TEMPLATES_DIR.resolve())
+    html = env.get_template(f"web/{template}").render(
+        {"network_name": subs.network_name, "errors": {}, **context}
+    )
+    response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+    response.headers.update(_SECURITY_HEADERS)
+    if csrf_cookie is not None:
+        response.set_cookie(
+            CSRF_COOKIE,
+            csrf_cookie,
+            httponly=True,
+            samesite="Lax",
+            secure=urlsplit(subs.settings.web.public_url).scheme == "https",
+            path="/",
+        )
+    return response
+
+
+def message_page(
+    request: web.Request,
+    title: str,
+    *paragraphs: str,
+    status: int = 200,
+    links: tuple[tuple[str, str], ...] = (),
+    kind: str = "notice",
+) -> web.Response:
+    return page(
+        request,
+        "message.html.j2",
+        status=status,
+        title=title,
+        paragraphs=paragraphs,
+        links=[{"url": u, "text": t} for u, t in links],
+        kind=kind,
+    )
+
+
+# -- CSRF ------------------------------------------------------------------------------------
+
+
+def _csrf_token(secret: bytes, cookie: str) -> str:
+    return hmac.new(secret, b"libhub-csrf." + cookie.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_for(request: web.Request) -> tuple[str, str | None]:
+    """(form token, cookie to set or None when the browser already has one)."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    fresh = None
+    if len(cookie) < 20 or len(cookie) > 64:
+        cookie = fresh = secrets.token_urlsafe(24)
+    return _csrf_token(_secret(request), cookie), fresh
+
+
+def csrf_ok(request: web.Request, form: Mapping[str, Any]) -> bool:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    given = str(form.get("csrf", ""))
+    if not cookie or not given:
+        return False
+    return hmac.compare_digest(given, _csrf_token(_secret(request), cookie))
+
+
+def csrf_failed(request: web.Request) -> web.Response:
+    return message_page(
+        request,
+        "This form has expired",
+        "The form was open too long or was sent from another site, so nothing was changed.",
+        "Go back, reload the page and try again.",
+        status=403,
+        kind="warning",
+    )
+
+
+# -- forms -----------------------------------------------------------------------------------
+
+
+def form_context(subs: Subscriptions, prefs: Preferences | Any) -> dict[str, Any]:
+    return {
+        "catalog": subs.catalog,
+        "prefs": prefs,
+        "zones": time_zones(),
+        "weekdays": WEEKDAY_NAMES,
+        "schemes": sorted(subs.settings.digests.channel_schemes),
+    }
+
+
+def prefs_from(
+    subs: Subscriptions, form: Any
+) -> tuple[Preferences | None, dict[str, str], dict[str, Any]]:
+    """Preferences from a posted form, or the errors per field and what to show again."""
+    defaults = subs.defaults()
+    topics = tuple(str(t) for t in form.getall("topics", []))
+    frequency = str(form.get("frequency", ""))
+    tz = str(form.get("tz", defaults.tz))
+    hour = _int_or(form.get("hour"), defaults.hour)
+    weekday = _int_or(form.get("weekday"), defaults.weekday)
+    # What the form shows again when it comes back with errors (the template reads it
+    # like Preferences).
+    shown = {"topics": topics, "frequency": frequency, "tz": tz, "hour": hour, "weekday": weekday}
+    try:
+        prefs = subs.preferences(topics, frequency, tz, hour, weekday)
+    except SubscriptionError as e:
+        return None, {e.field or "topics": str(e)}, shown
+    return prefs, {}, shown
+
+
+def _int_or(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+def link_error(request: web.Request, error: Exception, *, what: str) -> web.Response:
+    if isinstance(error, TokenAlreadyUsed):
+        return message_page(
+            request,
+            "This link was already used",
+            "You already confirmed this subscription. Your first email arrives at the time "
+            "you chose.",
+            links=(("/manage", "Get a link to change your subscription"),),
+        )
+    if isinstance(error, TokenExpired):
+        return message_page(
+            request,
+            "This link has expired",
+            f"Links to {what} work for a limited time. Ask for a new one below.",
+            status=410,
+            links=(("/subscribe", "Subscribe again"), ("/manage", "Get a new manage link")),
+            kind="warning",
+        )
+    return message_page(
+        request,
+        "This link does not work",
+        "It may have been cut off by your mail program: try copying the whole address into "
+        "your browser.",
+        status=404,
+        links=(("/subscribe", "Subscribe"), ("/manage", "Get a new manage link")),
+        kind="warning",
+    )
+
+
+def form_allowed(request: web.Request) -> bool:
+    """Count one mail-sending post for this client; False when it is over its limit."""
+    proxies = request.app[TRUSTED_PROXIES]
+    client = client_address(request, proxies)
+    if request.app[FORM_LIMIT].allow(client):
+        return True
+    log.warning("form posts from %s over the per-client limit; refused", client)
+    return False
+
+
+def too_many(request: web.Request) -> web.Response:
+    minutes = round(request.app[FORM_LIMIT].window / 60)
+    response = message_page(
+        request,
+        "Please try again later",
+        "Many requests came from your network in a short time, so this one was not sent. "
+        f"Please try again in {minutes} minutes.",
+        "If you share a connection with many others (a library or school), that is why.",
+        status=429,
+        kind="warning",
+    )
+    response.headers["Retry-After"] = str(round(request.app[FORM_LIMIT].window))
+    return response
+
+
+def guard(handler: Handler) -> Handler:
+    """A deployment without a link secret (or SMTP) shows a clear page, not a 500."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except ConfigError as e:
+            # The route's pattern, not the path: paths hold confirm/manage/unsubscribe tokens.
+            resource = request.match_info.route.resource
+            where = resource.canonical if resource is not None else "?"
+            log.error("subscription page %s unavailable: %s", where, e)
+            return message_page(
+                request,
+                "Subscriptions are not available",
+                "Subscribing is not set up on this server yet. Please tell the network's "
+                "coordinators.",
+                status=503,
+                kind="warning",
+            )
+
+    return guarded
