@@ -43,7 +43,7 @@ public_url = "http://127.0.0.1:{port}"
         await asyncio.sleep(0)
         raise RuntimeError("poller broke")
 
-    service.matrix.sync_forever = idle  # type: ignore[method-assign]
+    service.matrix.sync_forever = idle  # type: ignore[method-assign,assignment]
     service.poller.run = broken  # type: ignore[method-assign]
     stop = asyncio.Event()
     try:

@@ -131,7 +131,7 @@ async def test_every_reply_to_the_prompt_becomes_an_update() -> None:
     async def reply(*args: Any) -> None:
         pass
 
-    updates.handle, updates._reply = handle, reply  # type: ignore[method-assign]
+    updates.handle, updates._reply = handle, reply  # type: ignore[method-assign,assignment]
     quoted = "> <@bot:x> What did your library try this week?\n\nA book kiosk."
     events = [
         _message("$reply", quoted, {"m.in_reply_to": {"event_id": "$prompt"}}),

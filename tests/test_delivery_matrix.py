@@ -335,7 +335,7 @@ async def test_a_dead_token_fails_no_message_and_delivery_resumes_after_login(
 
 async def _delivered(service: Any) -> bool:
     await drain(service)
-    return (await service.storage.outbox_counts())["sent"] == 1
+    return bool((await service.storage.outbox_counts())["sent"] == 1)
 
 
 async def test_room_upgrade_is_followed(

@@ -112,21 +112,23 @@ async def test_a_failure_while_starting_stops_what_already_started(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from network.devtools import demo
+    from network.devtools.devserver import DevHomeserver
+    from network.devtools.mailsink import MailSink
 
     events: list[str] = []
 
-    async def start(self: demo.DevHomeserver, timeout: float = 60) -> None:  # noqa: ASYNC109
+    async def start(self: DevHomeserver, timeout: float = 60) -> None:  # noqa: ASYNC109
         events.append("synapse started")
 
-    async def stop(self: demo.DevHomeserver) -> None:
+    async def stop(self: DevHomeserver) -> None:
         events.append("synapse stopped")
 
-    def sink_fails(self: demo.MailSink) -> None:
+    def sink_fails(self: MailSink) -> None:
         raise OSError("mail sink port in use")
 
-    monkeypatch.setattr(demo.DevHomeserver, "start", start)
-    monkeypatch.setattr(demo.DevHomeserver, "stop", stop)
-    monkeypatch.setattr(demo.MailSink, "start", sink_fails)
+    monkeypatch.setattr(DevHomeserver, "start", start)
+    monkeypatch.setattr(DevHomeserver, "stop", stop)
+    monkeypatch.setattr(MailSink, "start", sink_fails)
     monkeypatch.setenv("LIBHUB_DEMO_BOT_PASSWORD", "restored-after-the-test")
     monkeypatch.setenv("LIBHUB_DEMO_SECRET", "restored-after-the-test-0123456789")
     with pytest.raises(OSError, match="mail sink port in use"):

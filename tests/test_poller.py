@@ -14,8 +14,9 @@ import pytest
 from feeds.fetch import Fetcher, make_session
 from network.polling.poller import Poller
 from network.routing.router import Router
+from network.settings.loading import Duration
 from network.settings.model import Settings, parse_settings
-from network.storage import Storage
+from network.storage import FeedState, Storage
 from tests.publisher import FeedItem, Publisher, Scripted, rss
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -37,8 +38,10 @@ class Rig:
         [outcome] = await self.poller.poll_due(force=True)
         return outcome.status
 
-    async def state(self):  # type: ignore[no-untyped-def]
-        return await self.storage.feed_state("f")
+    async def state(self) -> FeedState:
+        state = await self.storage.feed_state("f")
+        assert state is not None, "the feed has no state yet"
+        return state
 
 
 @pytest.fixture
@@ -142,6 +145,7 @@ async def test_backoff_grows_and_is_capped(rig: Rig) -> None:
     for _ in range(12):
         await rig.poll()
         state = await rig.state()
+        assert state.next_check is not None
         delays.append((state.next_check - rig.now[0]).total_seconds())
     assert delays[0] < delays[3] < delays[6]
     assert max(delays) <= 6 * 3600
@@ -219,7 +223,7 @@ async def test_old_items_are_never_posted(rig: Rig, tmp_path: Path) -> None:
     from dataclasses import replace
 
     rig.poller.settings = replace(
-        rig.settings, polling=replace(rig.settings.polling, max_age=timedelta(days=7))
+        rig.settings, polling=replace(rig.settings.polling, max_age=Duration(days=7))
     )
     old = FeedItem("old", "Old news", published=T0 - timedelta(days=30))
     fresh = FeedItem("new", "Fresh news", published=T0 - timedelta(days=1))
@@ -261,7 +265,7 @@ async def test_a_feed_that_trips_a_bug_backs_off_and_the_others_go_on(
 ) -> None:
     import network.polling.poller as poller_module
 
-    real_enrich = poller_module.enrich
+    real_enrich = poller_module.enrich  # type: ignore[attr-defined]
 
     def enrich(item, *args, **kwargs):  # type: ignore[no-untyped-def]
         if item.title == "Poison":

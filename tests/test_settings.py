@@ -9,6 +9,7 @@ import sys
 import tomllib
 import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,7 +210,7 @@ def _keys(cls: type, prefix: str = "") -> set[str]:
     return out
 
 
-def _doc_keys(data: dict, prefix: str = "") -> set[str]:
+def _doc_keys(data: dict[str, Any], prefix: str = "") -> set[str]:
     out: set[str] = set()
     for k, v in data.items():
         if prefix == "channels.":  # channel names are the user's, not keys
