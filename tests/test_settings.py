@@ -86,6 +86,22 @@ def test_minimal_file_gets_documented_defaults() -> None:
             '[email]\nsmtp_url = "mail.example.org"\n',
             "email.smtp_url: expected smtp://host:port, smtps://host:port or smtp+starttls://host:port",
         ),
+        (
+            '[email]\nsmtp_url = "smtp://[::1"\nfrom = "n@example.org"\n',
+            "email.smtp_url: cannot parse the SMTP URL (Invalid IPv6 URL): write smtp://host:port",
+        ),
+        (
+            '[email]\nsmtp_url = "smtp://mail.example.org:2x5"\nfrom = "n@example.org"\n',
+            "email.smtp_url: cannot parse the SMTP URL (Port could not be cast",
+        ),
+        (
+            '[email]\nsmtp_url = "smtp://news@mail.example.org"\nfrom = "n@example.org"\n',
+            "email.smtp_url: SMTP user 'news' needs a password: add ?password_env=NAME",
+        ),
+        (
+            '[email]\nsmtp_url = "smtp://mail.example.org?tls=yes"\nfrom = "n@example.org"\n',
+            "email.smtp_url: unknown SMTP URL parameter(s) tls",
+        ),
         ('[[routes]]\nkinds = ["news"]\n', "routes[0]: a route needs rooms or channels to send to"),
         (
             '[[cohorts]]\nid = "a"\nname = "A"\nroom = "#a:x"\n'
@@ -142,6 +158,22 @@ def test_invalid_files_name_the_key_path(extra: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_settings(MINIMAL + extra, env={})
     assert str(e.value).startswith(message)
+
+
+def test_smtp_url_with_a_password_is_refused_without_repeating_it() -> None:
+    url = "smtp://news:Hunter2x@mail.example.org"
+    with pytest.raises(ConfigError) as e:
+        parse_settings(MINIMAL + f'[email]\nsmtp_url = "{url}"\nfrom = "n@example.org"\n')
+    message = str(e.value)
+    assert message.startswith("email.smtp_url: the SMTP URL must not contain a password")
+    assert "?password_env=NAME" in message and "Hunter2x" not in message
+
+
+def test_smtp_url_may_name_the_password_variable_in_either_place() -> None:
+    in_url = '[email]\nsmtp_url = "smtp://news@h?password_env=PW"\nfrom = "n@example.org"\n'
+    assert parse_settings(MINIMAL + in_url).email.smtp_url
+    in_key = '[email]\nsmtp_url = "smtp://news@h"\npassword_env = "PW"\nfrom = "n@example.org"\n'
+    assert parse_settings(MINIMAL + in_key).email.password_env == "PW"
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from network.settings.community import (
     Weekday,
 )
 from network.settings.loading import Duration, build
+from network.settings.smtp import parse_smtp_url
 from network.web.limits import parse_networks
 
 Kind = Literal["news", "webinar", "cohort-update"]
@@ -159,6 +160,17 @@ class EmailSettings:
                 "expected smtp://host:port, smtps://host:port or smtp+starttls://host:port",
                 path=f"{path}.smtp_url",
             )
+        if self.smtp_url:
+            # Parsed here, by the rule the sender uses, so a URL that cannot be used is
+            # refused by check-config rather than at the first send.
+            target = parse_smtp_url(self.smtp_url, f"{path}.smtp_url")
+            if target.username and not (target.password_env or self.password_env):
+                raise ConfigError(
+                    f"SMTP user {target.username!r} needs a password: add ?password_env=NAME "
+                    "to the URL (or set email.password_env) and put the password in that "
+                    "environment variable",
+                    path=f"{path}.smtp_url",
+                )
         if self.smtp_url and not self.from_:
             raise ConfigError(
                 "missing sender address, needed when smtp_url is set", path=f"{path}.from"

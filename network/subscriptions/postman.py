@@ -32,10 +32,10 @@ import jinja2
 from network import tokens
 from network.delivery.channels import ChannelSender, fit_post, post_limit
 from network.errors import ConfigError, DeliveryError
+from network.mail.factory import sender_domain, smtp_sender
 from network.mail.message import build_message
 from network.mail.pool import SendResult, SmtpSender
-from network.mail.target import parse_smtp_url
-from network.settings.model import Settings, secret
+from network.settings.model import Settings
 from network.storage.subscribers import SubscribeRequest
 from network.subscriptions.digests.render import DEFAULT_TEMPLATES_DIR, RenderedMessage
 
@@ -99,7 +99,7 @@ class Postman:
         self._smtp = smtp
         email = settings.email
         self.from_ = email.from_
-        domain = email.sender_address.rpartition("@")[2] or "libhub.localdomain"
+        domain = sender_domain(email)
         self.domain = domain
         name = settings.digests.network_name or settings.network.name
         self.network_name = name
@@ -114,20 +114,7 @@ class Postman:
     @property
     def smtp(self) -> SmtpSender:
         if self._smtp is None:
-            email = self.settings.email
-            if not email.smtp_url:
-                raise ConfigError(
-                    "no SMTP server: set email.smtp_url to send to email subscribers",
-                    path="email.smtp_url",
-                )
-            self._smtp = SmtpSender(
-                parse_smtp_url(email.smtp_url),
-                password=secret(email.password_env),
-                max_connections=email.max_connections,
-                messages_per_connection=email.messages_per_connection,
-                timeout=email.timeout.total_seconds(),
-                local_hostname=self.domain,
-            )
+            self._smtp = smtp_sender(self.settings.email)
         return self._smtp
 
     @property
