@@ -102,6 +102,10 @@ def test_minimal_file_gets_documented_defaults() -> None:
             '[email]\nsmtp_url = "smtp://mail.example.org?tls=yes"\nfrom = "n@example.org"\n',
             "email.smtp_url: unknown SMTP URL parameter(s) tls",
         ),
+        (
+            '[assistance]\nworkdays = ["mon", "monkey"]\n',
+            "assistance.workdays[1]: unknown day 'monkey': use mon, tue, wed, thu, fri, sat or sun",
+        ),
         ('[[routes]]\nkinds = ["news"]\n', "routes[0]: a route needs rooms or channels to send to"),
         (
             '[[cohorts]]\nid = "a"\nname = "A"\nroom = "#a:x"\n'

@@ -1,6 +1,9 @@
-"""Checks shared by the settings sections: ids, rooms, users, members and time zones.
+"""Checks shared by the settings sections: ids, rooms, users, members, time zones and
+weekdays.
 
-Each raises `ConfigError` with the key path, so a coordinator sees which line to fix.
+Each raises `ConfigError` with the key path, so a coordinator sees which line to fix. The
+weekday rule (`weekday_number`) is the one every part of libhub reads day names with, so
+a day that ``check-config`` accepts is a day the running service understands.
 """
 
 from __future__ import annotations
@@ -36,6 +39,30 @@ def check_tz(value: str, path: str) -> None:
         raise ConfigError(
             f"unknown time zone {value!r}: use an IANA name like 'America/Chicago'", path=path
         ) from e
+
+
+# Monday=0, as ``date.weekday()`` counts; also the names people read (digests, pages).
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+WEEKDAY_HINT = "use mon, tue, wed, thu, fri, sat or sun"
+
+
+def weekday_number(name: str) -> int | None:
+    """0 (Monday) to 6 for a day name in any case: the full name or its start of at least
+    three letters ("mon", "Tues", "wednesday"); None for anything else ("monkey", "mo")."""
+    key = name.strip().lower()
+    if len(key) < 3:
+        return None
+    for number, full in enumerate(WEEKDAY_NAMES):
+        if full.lower().startswith(key):
+            return number
+    return None
+
+
+def check_weekday(value: str, path: str) -> int:
+    number = weekday_number(value)
+    if number is None:
+        raise ConfigError(f"unknown day {value!r}: {WEEKDAY_HINT}", path=path)
+    return number
 
 
 _MEMBER_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

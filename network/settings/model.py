@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from network.errors import ConfigError
-from network.settings.checks import check_id, check_room, check_tz, check_user
+from network.settings.checks import check_id, check_room, check_tz, check_user, check_weekday
 from network.settings.community import (
     CohortSettings,
     CommunitySettings,
@@ -419,13 +419,8 @@ class AssistanceSettings:
                 f"expected opening hours like '09:00-17:00', got {self.hours!r}",
                 path=f"{path}.hours",
             )
-        days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
         for i, day in enumerate(self.workdays):
-            if day.strip().lower()[:3] not in days:
-                raise ConfigError(
-                    f"unknown day {day!r}: use mon, tue, wed, thu, fri, sat or sun",
-                    path=f"{path}.workdays[{i}]",
-                )
+            check_weekday(day, f"{path}.workdays[{i}]")
         if not self.workdays:
             raise ConfigError("expected at least one workday", path=f"{path}.workdays")
         for i, day in enumerate(self.holidays):

@@ -21,12 +21,12 @@ import apprise
 
 from network.delivery.channels import redact
 from network.errors import ConfigError, LibhubError
+from network.settings.checks import WEEKDAY_NAMES
 from network.settings.model import Settings
 from network.storage.subscribers import Preferences
-from network.subscriptions.digests.schedule import WEEKDAY_NAMES, Schedule, next_send
+from network.subscriptions.digests.schedule import Schedule, next_send
 
 KIND_TOPIC_LABELS = {"webinar": "Webinars", "news": "News", "cohort-update": "Cohort updates"}
-WEEKDAYS = {name.lower(): i for i, name in enumerate(WEEKDAY_NAMES)}
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 

@@ -25,9 +25,9 @@ import jinja2
 from aiohttp import web
 
 from network.errors import ConfigError
+from network.settings.checks import WEEKDAY_NAMES
 from network.storage.subscribers import Preferences, TokenAlreadyUsed
 from network.subscriptions.digests.render import DEFAULT_TEMPLATES_DIR
-from network.subscriptions.digests.schedule import WEEKDAY_NAMES
 from network.subscriptions.topics import SubscriptionError, time_zones
 from network.tokens import TokenExpired
 from network.web.app import FORM_LIMIT, SERVICE, TRUSTED_PROXIES

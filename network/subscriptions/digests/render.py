@@ -28,13 +28,13 @@ import jinja2
 from markupsafe import Markup
 
 from network.errors import ConfigError
+from network.settings.checks import WEEKDAY_NAMES
 
 DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 SUMMARY_TEXT_CHARS = 500
 _MONTHS = (
     "January February March April May June July August September October November December"
 ).split()
-_DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
 _FREQUENCY_LABELS = {"daily": "Daily digest", "weekly": "Weekly digest"}
 _BLOCK_TAGS = frozenset(
     "p div br li ul ol h1 h2 h3 h4 h5 h6 blockquote pre tr table section article".split()
@@ -114,7 +114,7 @@ def _zone(name: str) -> ZoneInfo:
 def format_day(moment: datetime, zone: ZoneInfo) -> str:
     """``Tuesday 20 May 2025`` in ``zone``, independent of the process locale."""
     local = moment.astimezone(zone)
-    return f"{_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
+    return f"{WEEKDAY_NAMES[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
 
 
 def format_when(moment: datetime, zone: ZoneInfo) -> str:
