@@ -14,6 +14,7 @@ import pytest
 
 from network.errors import ConfigError
 from network.settings.model import Settings, parse_settings
+from network.subscriptions.topics import SubscriptionError, parse_address
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,6 +107,19 @@ def test_minimal_file_gets_documented_defaults() -> None:
             '[assistance]\nworkdays = ["mon", "monkey"]\n',
             "assistance.workdays[1]: unknown day 'monkey': use mon, tue, wed, thu, fri, sat or sun",
         ),
+        (
+            '[assistance]\nteam_email = "the Need Assistance team"\n',
+            "assistance.team_email: 'the Need Assistance team' is not an email address like "
+            "'need-assistance@example.org'",
+        ),
+        (
+            '[[cohorts]]\nid = "a"\nname = "A"\nroom = "#a:x"\nmembers = ["ana@example..org"]\n',
+            "cohorts[0].members[0]: 'ana@example..org' is neither a Matrix user id",
+        ),
+        (
+            '[email]\nfrom = "News <news@example..org>"\n',
+            "email.from: 'News <news@example..org>' has no email address",
+        ),
         ('[[routes]]\nkinds = ["news"]\n', "routes[0]: a route needs rooms or channels to send to"),
         (
             '[[cohorts]]\nid = "a"\nname = "A"\nroom = "#a:x"\n'
@@ -178,6 +192,37 @@ def test_smtp_url_may_name_the_password_variable_in_either_place() -> None:
     assert parse_settings(MINIMAL + in_url).email.smtp_url
     in_key = '[email]\nsmtp_url = "smtp://news@h"\npassword_env = "PW"\nfrom = "n@example.org"\n'
     assert parse_settings(MINIMAL + in_key).email.password_env == "PW"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ana@example.org",
+        "Ana.B+news@lib.example.org",
+        "ana@bücherei.example",
+        "ana@example..org",
+        "ana@example",
+        "ana,bob@example.org",
+        "ana@exa_mple.org",
+        "a@b@example.org",
+    ],
+)
+def test_settings_and_subscriptions_agree_on_email_addresses(address: str) -> None:
+    """A cohort member's address check-config accepts is one a subscriber could use."""
+    cohort = f'[[cohorts]]\nid = "a"\nname = "A"\nroom = "#a:x"\nmembers = ["{address}"]\n'
+    try:
+        parse_settings(MINIMAL + cohort, env={})
+    except ConfigError:
+        accepted_by_settings = False
+    else:
+        accepted_by_settings = True
+    try:
+        parse_address(address, schemes=None)
+    except SubscriptionError:
+        accepted_by_subscriptions = False
+    else:
+        accepted_by_subscriptions = True
+    assert accepted_by_settings == accepted_by_subscriptions
 
 
 @pytest.mark.parametrize(

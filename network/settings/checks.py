@@ -1,9 +1,10 @@
-"""Checks shared by the settings sections: ids, rooms, users, members, time zones and
-weekdays.
+"""Checks shared by the settings sections: ids, rooms, users, members, email addresses,
+time zones and weekdays.
 
 Each raises `ConfigError` with the key path, so a coordinator sees which line to fix. The
-weekday rule (`weekday_number`) is the one every part of libhub reads day names with, so
-a day that ``check-config`` accepts is a day the running service understands.
+weekday rule (`weekday_number`) and the email address rule (`email_address`) are the ones
+every part of libhub uses (subscribers, invitations, the team's email, the sender), so what
+``check-config`` accepts is what the running service accepts.
 """
 
 from __future__ import annotations
@@ -65,7 +66,40 @@ def check_weekday(value: str, path: str) -> int:
     return number
 
 
-_MEMBER_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# An address an SMTP server takes in RCPT TO: dot-atom local part, a host name with a dot.
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+
+def email_address(value: str) -> str | None:
+    """``value`` as a plain address like ``ana@example.org`` (an international domain in
+    its ASCII form), or None when it is not one."""
+    local, at, domain = value.strip().rpartition("@")
+    if not at:
+        return None
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass  # left as it is: the pattern below refuses what IDNA could not encode
+    address = f"{local}@{domain}"
+    return address if len(address) <= 254 and _EMAIL.match(address) else None
+
+
+def bare_address(text: str) -> str:
+    """The part between the angle brackets of ``Name <ana@example.org>``, else ``text``."""
+    text = text.strip()
+    if text.endswith(">") and "<" in text:
+        return text[text.rindex("<") + 1 : -1].strip()
+    return text
+
+
+def address_in(text: str) -> str:
+    """The address of ``Name <ana@example.org>`` or ``ana@example.org``; "" when none."""
+    return email_address(bare_address(text)) or ""
+
+
+def check_email(value: str, path: str, example: str) -> None:
+    if email_address(value) is None:
+        raise ConfigError(f"{value!r} is not an email address like {example!r}", path=path)
 
 
 def check_user(value: str, path: str) -> None:
@@ -76,7 +110,7 @@ def check_user(value: str, path: str) -> None:
 def check_member(value: str, path: str) -> None:
     if value.startswith("@"):
         check_user(value, path)
-    elif not _MEMBER_EMAIL.match(value):
+    elif email_address(value) is None:
         raise ConfigError(
             f"{value!r} is neither a Matrix user id ('@ana:example.org') nor an email address",
             path=path,
