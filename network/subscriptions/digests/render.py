@@ -5,7 +5,8 @@ items (upcoming webinars first, by start time; then news, with past webinars; th
 updates) and the Jinja2 templates in ``config/templates/email/``. HTML templates are
 autoescaped, so a title like ``<script>`` shows as text; ``summary_html`` is trusted because
 the feed pipeline already sanitized it with nh3. The text part is built from the same
-context, with summaries converted to plain text.
+context, with summaries converted to plain text by `feeds.sanitize.html_to_text`, the
+conversion Matrix notices use, so a summary reads the same in both.
 
 Dates are shown in the subscriber's time zone; ``now`` decides which webinars are still
 upcoming. An empty list renders nothing: no empty digests.
@@ -18,7 +19,6 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 from markupsafe import Markup
 
+from feeds.sanitize import html_to_text, truncate_html
 from network.errors import ConfigError
 from network.settings.checks import WEEKDAY_NAMES
 
@@ -36,9 +37,6 @@ _MONTHS = (
     "January February March April May June July August September October November December"
 ).split()
 _FREQUENCY_LABELS = {"daily": "Daily digest", "weekly": "Weekly digest"}
-_BLOCK_TAGS = frozenset(
-    "p div br li ul ol h1 h2 h3 h4 h5 h6 blockquote pre tr table section article".split()
-)
 
 
 @dataclass(frozen=True)
@@ -64,36 +62,6 @@ class RenderedMessage:
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-
-def html_to_text(fragment: str, *, limit: int = SUMMARY_TEXT_CHARS) -> str:
-    """Readable plain text of an HTML fragment: paragraphs kept, whitespace tidied, shortened
-    to about ``limit`` characters at a word boundary."""
-    parser = _TextExtractor()
-    parser.feed(fragment)
-    parser.close()
-    paragraphs = [" ".join(p.split()) for p in "".join(parser.parts).split("\n")]
-    text = "\n".join(p for p in paragraphs if p)
-    if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.") + " …"
-    return text
 
 
 def _safe_link(url: str | None) -> str | None:
@@ -255,7 +223,8 @@ def _item_view(
         "link": _safe_link(item.link),
         # Sanitized upstream (nh3); marking it safe keeps its markup in the HTML part.
         "summary_html": Markup(item.summary_html),
-        "summary_text": html_to_text(item.summary_html),
+        # The same text a Matrix notice shows (feeds.sanitize), cut by visible length.
+        "summary_text": html_to_text(truncate_html(item.summary_html, SUMMARY_TEXT_CHARS)),
         "feed_title": item.feed_title,
         "author": item.author,
         "published": format_day(item.published, zone) if item.published else None,
