@@ -302,6 +302,15 @@ def test_long_summaries_are_shortened_in_the_text_part() -> None:
     assert 400 < len(shown) < 520 and shown.endswith("…")
 
 
+def test_long_links_in_the_text_part_are_not_cut() -> None:
+    """Wrapping at 72 columns must not break a link a reader copies or clicks."""
+    link = "https://libraries.example.org/events/2025/maker-night/registration?cohort=smart-spaces"
+    summary = f"<p>Register at {link} before Friday.</p>"
+    message = render([item(1, "news", "A very long title " * 6, summary_html=summary)])
+    assert f"  {link}" in message.text.split("\n")
+    assert "A very long title A very long title" in message.text
+
+
 def _kwargs() -> dict[str, Any]:
     return {
         "subscriber_tz": "UTC",

@@ -2,10 +2,10 @@
 
 Owns `DigestItem` (what a digest shows about one feed item), the grouping and ordering of
 items (upcoming webinars first, by start time; then news, with past webinars; then cohort
-updates) and the Jinja2 templates in ``config/templates/email/``. HTML templates are
-autoescaped, so a title like ``<script>`` shows as text; ``summary_html`` is trusted because
-the feed pipeline already sanitized it with nh3. The text part is built from the same
-context, with summaries converted to plain text by `feeds.sanitize.html_to_text`, the
+updates) and what the templates ``templates/email/digest.*.j2`` are given (the Jinja2 setup
+is network/templating.py). HTML templates are autoescaped, so a title like ``<script>``
+shows as text; ``summary_html`` is trusted because the feed pipeline already sanitized it
+with nh3. The text part is built from the same context, with summaries converted to plain text by `feeds.sanitize.html_to_text`, the
 conversion Matrix notices use, so a summary reads the same in both.
 
 Dates are shown in the subscriber's time zone; ``now`` decides which webinars are still
@@ -14,8 +14,6 @@ upcoming. An empty list renders nothing: no empty digests.
 
 from __future__ import annotations
 
-import functools
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,14 +22,12 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import jinja2
 from markupsafe import Markup
 
 from feeds.sanitize import html_to_text, truncate_html
-from network.errors import ConfigError
 from network.settings.checks import WEEKDAY_NAMES
+from network.templating import environment
 
-DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 SUMMARY_TEXT_CHARS = 500
 _MONTHS = (
     "January February March April May June July August September October November December"
@@ -89,33 +85,6 @@ def format_when(moment: datetime, zone: ZoneInfo) -> str:
     """``Tuesday 20 May 2025, 15:00 CEST`` in ``zone``."""
     local = moment.astimezone(zone)
     return f"{format_day(moment, zone)}, {local:%H:%M} {local.tzname() or zone.key}"
-
-
-@functools.lru_cache(maxsize=8)
-def _environment(templates_dir: Path) -> jinja2.Environment:
-    if not (templates_dir / "email").is_dir():
-        raise ConfigError(f"email templates not found: {templates_dir / 'email'} is missing")
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
-        autoescape=jinja2.select_autoescape(
-            enabled_extensions=("html", "html.j2"), default_for_string=True, default=False
-        ),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["wrap"] = _wrap
-    return env
-
-
-def _wrap(text: str, width: int = 72, indent: str = "") -> str:
-    lines: list[str] = []
-    for paragraph in text.split("\n"):
-        lines.extend(
-            textwrap.wrap(paragraph, width, initial_indent=indent, subsequent_indent=indent) or [""]
-        )
-    return "\n".join(lines)
 
 
 # --- grouping ---------------------------------------------------------------------------
@@ -202,7 +171,7 @@ def _render(
             for gid, title, members in groups
         ],
     }
-    env = _environment((templates_dir or DEFAULT_TEMPLATES_DIR).resolve())
+    env = environment(templates_dir.resolve() if templates_dir else None)
     return RenderedMessage(
         subject=subject,
         text=env.get_template("email/digest.txt.j2").render(context),
