@@ -5,8 +5,9 @@ items (upcoming webinars first, by start time; then news, with past webinars; th
 updates) and what the templates ``templates/email/digest.*.j2`` are given (the Jinja2 setup
 is network/templating.py). HTML templates are autoescaped, so a title like ``<script>``
 shows as text; ``summary_html`` is trusted because the feed pipeline already sanitized it
-with nh3. The text part is built from the same context, with summaries converted to plain text by `feeds.sanitize.html_to_text`, the
-conversion Matrix notices use, so a summary reads the same in both.
+with nh3. The text part is built from the same context, with summaries converted to plain
+text by `feeds.sanitize.html_to_text`, the conversion Matrix notices use, so a summary reads
+the same in both.
 
 Dates are shown in the subscriber's time zone; ``now`` decides which webinars are still
 upcoming. An empty list renders nothing: no empty digests.
