@@ -15,7 +15,15 @@ from bots.cases.hours import (
     is_open,
     next_opening,
 )
+from network.errors import ConfigError
+from network.settings.model import parse_settings
 
+SETTINGS = """
+[matrix]
+homeserver = "http://127.0.0.1:8008"
+user_id = "@libhub:localhost"
+password_env = "PW"
+"""
 CHICAGO = BusinessHours.from_config("America/Chicago")
 CHICAGO_XMAS = BusinessHours.from_config("America/Chicago", holidays=("2026-12-25",))
 BERLIN = BusinessHours.from_config("Europe/Berlin")
@@ -190,6 +198,30 @@ def test_from_config_errors_say_what_to_fix(kwargs: dict[str, object], message: 
     args: dict[str, object] = {"tz": "America/Chicago", **kwargs}
     with pytest.raises(BusinessHoursError, match=message.replace("(", r"\(")):
         BusinessHours.from_config(**args)  # type: ignore[arg-type]
+
+
+DAY_NAMES = ("mon", "Monday", "TUES", "wedn", "thursday", "sun", "monkey", "mo", "sundays", "")
+
+
+@pytest.mark.parametrize("name", DAY_NAMES)
+def test_check_config_and_the_bot_agree_on_every_workday(name: str) -> None:
+    """A day ``check-config`` accepts is one the running bot accepts, and the other way round."""
+    config = f'[assistance]\ntimezone = "UTC"\nworkdays = ["{name}"]\n'
+    try:
+        parse_settings(SETTINGS + config, env={})
+    except ConfigError as e:
+        settings_error: str | None = str(e)
+    else:
+        settings_error = None
+    try:
+        BusinessHours.from_config("UTC", workdays=(name,))
+    except BusinessHoursError as e:
+        bot_error: str | None = str(e)
+    else:
+        bot_error = None
+    assert (settings_error is None) == (bot_error is None), (settings_error, bot_error)
+    if settings_error is not None:
+        assert settings_error.startswith(f"assistance.workdays[0]: unknown day {name!r}: use mon")
 
 
 def test_naive_datetimes_and_negative_hours_are_refused() -> None:

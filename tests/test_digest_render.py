@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+from feeds.sanitize import sanitize_html
+from network.routing.render import matrix_content
+from network.storage import Item
 from network.subscriptions.digests.render import (
     DigestItem,
     RenderedMessage,
     group_items,
-    html_to_text,
     render_digest,
     render_immediate,
 )
@@ -223,7 +225,7 @@ def test_sanitized_summary_html_keeps_its_markup() -> None:
     summary = "<p>The <strong>Smallville</strong> library won &amp; celebrated.</p><p>Next.</p>"
     message = render([item(9, "news", "Award", summary_html=summary)])
     assert summary in message.html
-    assert "The Smallville library won & celebrated.\n  Next." in message.text
+    assert "The Smallville library won & celebrated.\n\n  Next." in message.text
 
 
 def test_subject_counts_and_date_in_subscriber_zone() -> None:
@@ -261,10 +263,52 @@ def test_templates_dir_can_be_overridden(tmp_path: Path) -> None:
     assert message.html == "<p>A &amp; B — daily digest</p>\n"
 
 
-def test_html_to_text_keeps_paragraphs_and_shortens() -> None:
-    assert html_to_text("<p>a&nbsp;b</p><ul><li>one</li><li>two</li></ul>") == "a b\none\ntwo"
-    long = html_to_text("<p>" + "word " * 300 + "</p>", limit=50)
-    assert len(long) <= 52 and long.endswith(" …")
+# Paragraphs, a list, a link, entities and a line break: what feeds send.
+TRICKY_SUMMARY = (
+    "<p>Tom &amp; Jerry&#8217;s &quot;maker&quot;&nbsp;night is <b>back</b>.</p>"
+    "<ul><li>3D printers</li><li>Laser <i>cutters</i> &lt;new&gt;</li></ul>"
+    '<p>Sign up at <a href="https://lib.example.org/signup">the signup page</a>.<br>'
+    "Seats are limited.</p><p>Questions? Ask&hellip; anyone.</p>"
+)
+
+
+def test_email_text_and_matrix_body_show_a_summary_the_same_way() -> None:
+    summary = sanitize_html(TRICKY_SUMMARY)  # stored items are sanitized once, at ingest
+    digest = render([item(1, "news", "Maker night", summary_html=summary)])
+    when = datetime(2025, 5, 13, 9, 0, tzinfo=UTC)
+    stored = Item(
+        id=1, feed_id="news", key="k1", kind="news", title="Maker night",
+        link="https://example.org/items/1", published=when, author=None, categories=(),
+        summary_html=summary, enclosures=(), event_start=None, content_hash="h", version=1,
+        first_seen=when, updated_at=when,
+    )  # fmt: skip
+    body = matrix_content(stored, feed_title="State Library News")["body"]
+    # The Matrix body: heading line, the summary, the link.
+    matrix_summary = body.split("\n", 1)[1].rsplit("\n", 1)[0]
+    assert matrix_summary == (
+        'Tom & Jerry\u2019s "maker" night is back.\n\n- 3D printers\n- Laser cutters <new>\n\n'
+        "Sign up at the signup page.\nSeats are limited.\n\nQuestions? Ask\u2026 anyone."
+    )
+    # The email's text part: the same lines, indented under the item (no line is long
+    # enough to be wrapped).
+    indented = "\n".join(f"  {line}" if line else "" for line in matrix_summary.split("\n"))
+    assert f"\n{indented}\n" in digest.text
+
+
+def test_long_summaries_are_shortened_in_the_text_part() -> None:
+    long = render([item(1, "news", "Long", summary_html="<p>" + "word " * 300 + "</p>")]).text
+    words = [line for line in long.split("\n") if line.startswith("  word")]
+    shown = " ".join(words)
+    assert 400 < len(shown) < 520 and shown.endswith("…")
+
+
+def test_long_links_in_the_text_part_are_not_cut() -> None:
+    """Wrapping at 72 columns must not break a link a reader copies or clicks."""
+    link = "https://libraries.example.org/events/2025/maker-night/registration?cohort=smart-spaces"
+    summary = f"<p>Register at {link} before Friday.</p>"
+    message = render([item(1, "news", "A very long title " * 6, summary_html=summary)])
+    assert f"  {link}" in message.text.split("\n")
+    assert "A very long title A very long title" in message.text
 
 
 def _kwargs() -> dict[str, Any]:

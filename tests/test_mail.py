@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from network.errors import ConfigError
 from network.mail.message import build_message
 from network.mail.pool import SendResult, SmtpSender
-from network.mail.target import SmtpTarget, parse_smtp_url
+from network.settings.smtp import SmtpTarget, parse_smtp_url
 from tests.waiting import eventually
 
 BOUNCE = "gone@example.org"  # the server answers 550 for this recipient

@@ -15,6 +15,7 @@ import pytest
 
 from network.errors import ConfigError
 from network.settings.model import Settings, parse_settings
+from network.subscriptions.topics import SubscriptionError, parse_address
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +88,39 @@ def test_minimal_file_gets_documented_defaults() -> None:
             '[email]\nsmtp_url = "mail.example.org"\n',
             "email.smtp_url: expected smtp://host:port, smtps://host:port or smtp+starttls://host:port",
         ),
+        (
+            '[email]\nsmtp_url = "smtp://[::1"\nfrom = "n@example.org"\n',
+            "email.smtp_url: cannot parse the SMTP URL (Invalid IPv6 URL): write smtp://host:port",
+        ),
+        (
+            '[email]\nsmtp_url = "smtp://mail.example.org:2x5"\nfrom = "n@example.org"\n',
+            "email.smtp_url: cannot parse the SMTP URL (Port could not be cast",
+        ),
+        (
+            '[email]\nsmtp_url = "smtp://news@mail.example.org"\nfrom = "n@example.org"\n',
+            "email.smtp_url: SMTP user 'news' needs a password: add ?password_env=NAME",
+        ),
+        (
+            '[email]\nsmtp_url = "smtp://mail.example.org?tls=yes"\nfrom = "n@example.org"\n',
+            "email.smtp_url: unknown SMTP URL parameter(s) tls",
+        ),
+        (
+            '[assistance]\nworkdays = ["mon", "monkey"]\n',
+            "assistance.workdays[1]: unknown day 'monkey': use mon, tue, wed, thu, fri, sat or sun",
+        ),
+        (
+            '[assistance]\nteam_email = "the Need Assistance team"\n',
+            "assistance.team_email: 'the Need Assistance team' is not an email address like "
+            "'need-assistance@example.org'",
+        ),
+        (
+            '[[cohorts]]\nid = "a"\nname = "A"\nroom = "#a:x"\nmembers = ["ana@example..org"]\n',
+            "cohorts[0].members[0]: 'ana@example..org' is neither a Matrix user id",
+        ),
+        (
+            '[email]\nfrom = "News <news@example..org>"\n',
+            "email.from: 'News <news@example..org>' has no email address",
+        ),
         ('[[routes]]\nkinds = ["news"]\n', "routes[0]: a route needs rooms or channels to send to"),
         (
             '[[cohorts]]\nid = "a"\nname = "A"\nroom = "#a:x"\n'
@@ -143,6 +177,53 @@ def test_invalid_files_name_the_key_path(extra: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_settings(MINIMAL + extra, env={})
     assert str(e.value).startswith(message)
+
+
+def test_smtp_url_with_a_password_is_refused_without_repeating_it() -> None:
+    url = "smtp://news:Hunter2x@mail.example.org"
+    with pytest.raises(ConfigError) as e:
+        parse_settings(MINIMAL + f'[email]\nsmtp_url = "{url}"\nfrom = "n@example.org"\n')
+    message = str(e.value)
+    assert message.startswith("email.smtp_url: the SMTP URL must not contain a password")
+    assert "?password_env=NAME" in message and "Hunter2x" not in message
+
+
+def test_smtp_url_may_name_the_password_variable_in_either_place() -> None:
+    in_url = '[email]\nsmtp_url = "smtp://news@h?password_env=PW"\nfrom = "n@example.org"\n'
+    assert parse_settings(MINIMAL + in_url).email.smtp_url
+    in_key = '[email]\nsmtp_url = "smtp://news@h"\npassword_env = "PW"\nfrom = "n@example.org"\n'
+    assert parse_settings(MINIMAL + in_key).email.password_env == "PW"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ana@example.org",
+        "Ana.B+news@lib.example.org",
+        "ana@bücherei.example",
+        "ana@example..org",
+        "ana@example",
+        "ana,bob@example.org",
+        "ana@exa_mple.org",
+        "a@b@example.org",
+    ],
+)
+def test_settings_and_subscriptions_agree_on_email_addresses(address: str) -> None:
+    """A cohort member's address check-config accepts is one a subscriber could use."""
+    cohort = f'[[cohorts]]\nid = "a"\nname = "A"\nroom = "#a:x"\nmembers = ["{address}"]\n'
+    try:
+        parse_settings(MINIMAL + cohort, env={})
+    except ConfigError:
+        accepted_by_settings = False
+    else:
+        accepted_by_settings = True
+    try:
+        parse_address(address, schemes=None)
+    except SubscriptionError:
+        accepted_by_subscriptions = False
+    else:
+        accepted_by_subscriptions = True
+    assert accepted_by_settings == accepted_by_subscriptions
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import parseaddr
 from typing import Any
 
 from bots.cases.hours import is_open, next_opening
@@ -25,10 +24,9 @@ from bots.cases.state import Event
 from bots.cases.thread import TeamThread
 from bots.cases.transitions import Host
 from bots.messages import Guess, case_ack, case_email, case_root, message, txn
+from network.mail.factory import sender_domain, smtp_sender
 from network.mail.message import build_message
 from network.mail.pool import SmtpSender
-from network.mail.target import parse_smtp_url
-from network.settings.model import secret
 from network.storage.cases import CaseRecord, NewCase
 
 log = logging.getLogger(__name__)
@@ -184,10 +182,8 @@ class Escalation(TeamThread, CaseReminders):
 
     def _sender(self) -> SmtpSender:
         if self._smtp is None:
-            target = parse_smtp_url(self.settings.email.smtp_url)
-            password_env = target.password_env or self.settings.email.password_env
-            password = secret(password_env) if target.username else None
-            self._smtp = SmtpSender(target, password=password, max_connections=1, timeout=20)
+            # One connection: team emails are few, and the digests need the server more.
+            self._smtp = smtp_sender(self.settings.email, max_connections=1)
         return self._smtp
 
     async def send_pending_emails(self) -> int:
@@ -229,6 +225,6 @@ class Escalation(TeamThread, CaseReminders):
             list_unsubscribe_url=None,
             list_unsubscribe_mailto=None,
             list_id=None,
-            message_id_domain=parseaddr(e.from_)[1].rpartition("@")[2] or "libhub.invalid",
+            message_id_domain=sender_domain(e),
             extra_headers={"X-Libhub-Case": str(rec.id)},
         )

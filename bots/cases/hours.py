@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_FULL_WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+from network.settings.checks import WEEKDAY_HINT, weekday_number
+
 DEFAULT_WORKDAYS = ("mon", "tue", "wed", "thu", "fri")
 _HOURS_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
@@ -178,13 +179,11 @@ def _zone(tz: str) -> ZoneInfo:
 
 
 def _parse_weekday(name: str) -> int:
-    key = name.strip().lower()
-    for index, full in enumerate(_FULL_WEEKDAY_NAMES):
-        if len(key) >= 3 and full.startswith(key):
-            return index
-    raise BusinessHoursError(
-        f"business hours: unknown workday {name!r}; use mon, tue, wed, thu, fri, sat or sun"
-    )
+    # The settings check's rule, so check-config and the running bot agree on every day.
+    number = weekday_number(name)
+    if number is None:
+        raise BusinessHoursError(f"business hours: unknown workday {name!r}; {WEEKDAY_HINT}")
+    return number
 
 
 def _parse_holiday(text: str) -> date:

@@ -34,6 +34,7 @@ from rich.table import Table
 
 from network.delivery.channels import ChannelSender
 from network.errors import ConfigError
+from network.settings.checks import weekday_number
 from network.settings.model import Settings, secret
 from network.storage import Storage
 from network.storage.subscribers import Preferences, Subscriber
@@ -42,7 +43,6 @@ from network.subscriptions.digests.runner import DigestRunner
 from network.subscriptions.lifecycle import Subscriptions
 from network.subscriptions.postman import Postman
 from network.subscriptions.topics import (
-    WEEKDAYS,
     Address,
     SubscriptionError,
     next_due,
@@ -111,8 +111,15 @@ def row_preferences(subs: Subscriptions, row: dict[str, str]) -> Preferences:
         (row.get("frequency") or "").strip().lower() or d.frequency,
         (row.get("tz") or "").strip() or d.tz,
         (row.get("hour") or "").strip() or d.hour,
-        WEEKDAYS.get(weekday, weekday) if weekday else d.weekday,
+        _weekday(weekday) if weekday else d.weekday,
     )
+
+
+def _weekday(cell: str) -> int | str:
+    # Day names by the rule of the settings ("mon", "Monday"); anything else ("3") is left
+    # for `Subscriptions.preferences` to accept or refuse.
+    number = weekday_number(cell)
+    return cell if number is None else number
 
 
 def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:

@@ -18,7 +18,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parseaddr
 from typing import Any
 from urllib.parse import quote
 
@@ -41,7 +40,7 @@ from network.community.plan import (
 from network.errors import LibhubError, MatrixError, MatrixPermanent, MatrixUnavailable
 from network.matrix.gateway import MatrixGateway
 from network.settings.community import CohortSettings
-from network.settings.model import Settings, secret
+from network.settings.model import Settings
 from network.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -74,13 +73,10 @@ def smtp_mailer(settings: Settings) -> Mailer | None:
     """A mailer over the configured SMTP server (None when ``email.smtp_url`` is unset)."""
     if not settings.email.smtp_url:
         return None
+    from network.mail.factory import sender_domain, smtp_sender
     from network.mail.message import build_message
-    from network.mail.pool import SmtpSender
-    from network.mail.target import parse_smtp_url
 
-    target = parse_smtp_url(settings.email.smtp_url)
-    password = secret(target.password_env or settings.email.password_env)
-    domain = parseaddr(settings.email.from_)[1].rpartition("@")[2] or "libhub.invalid"
+    domain = sender_domain(settings.email)
 
     async def send(to: str, subject: str, text: str) -> None:
         msg = build_message(
@@ -94,7 +90,7 @@ def smtp_mailer(settings: Settings) -> Mailer | None:
             list_id=None,
             message_id_domain=domain,
         )
-        async with SmtpSender(target, password=password, max_connections=1) as sender:
+        async with smtp_sender(settings.email, max_connections=1) as sender:
             result = await sender.send(msg)
         if not result.ok:
             raise LibhubError(f"invitation email to {to} was not accepted: {result.detail}")

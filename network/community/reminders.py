@@ -27,13 +27,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from network.settings.checks import WEEKDAY_NAMES
+
 DEFAULT_GRACE = timedelta(minutes=15)
 DEFAULT_RESEND_AFTER = timedelta(hours=1)
 
 _LEAD_RE = re.compile(
     r"^(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?$", re.IGNORECASE
 )
-_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
     "January", "February", "March", "April", "May", "June",
     "July", "August", "September", "October", "November", "December",
@@ -188,7 +189,7 @@ def _day(local: datetime, now: datetime, zone: ZoneInfo) -> str:
         return "tomorrow at "
     if day == today - timedelta(days=1):
         return "yesterday at "
-    text = f"{_WEEKDAYS[day.weekday()]}, {_MONTHS[day.month - 1]} {day.day}"
+    text = f"{WEEKDAY_NAMES[day.weekday()]}, {_MONTHS[day.month - 1]} {day.day}"
     if day.year != today.year:
         text += f", {day.year}"
     return text + " at "

@@ -36,6 +36,7 @@ from network.community.cohorts import Community
 from network.errors import MatrixError
 from network.matrix.gateway import MatrixGateway
 from network.routing.router import Router
+from network.settings.checks import weekday_number
 from network.settings.community import CohortSettings
 from network.settings.model import Settings
 from network.storage import ItemInput, Storage
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 COHORT_FEED_PREFIX = "cohort:"
 TITLE_CHARS = 80
 MAX_UPDATE_CHARS = 4000
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _COMMAND = re.compile(r"^!update(?:\s+(.*))?$", re.DOTALL | re.IGNORECASE)
 
 UPDATE_HELP = "share what your library tried with the cohort and the network (cohort rooms)"
@@ -141,7 +141,7 @@ def prompt_week(now: datetime, tz: str, weekday: str, hour: int) -> str | None:
     Due from the configured local weekday and hour until the end of that day, so a
     service that was down at the hour still asks once, but never days late."""
     local = now.astimezone(ZoneInfo(tz))
-    if local.weekday() != WEEKDAYS.index(weekday) or local.hour < hour:
+    if local.weekday() != weekday_number(weekday) or local.hour < hour:
         return None
     year, week, _ = local.isocalendar()
     return f"{year}-W{week:02d}"

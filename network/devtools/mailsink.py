@@ -2,7 +2,8 @@
 
 aiosmtpd in its own thread; each message is stored as an ``.eml`` file in a folder
 (when one is given) and kept in memory, so a person can open the demo's mail and a test
-can parse it with the ``email`` package.
+can parse it with the ``email`` package. Given a ``login``, it behaves like a relay that
+only takes mail from an authenticated client (AUTH over plain SMTP, as on loopback).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,31 @@ class _Handler:
         return "250 Message accepted"
 
 
+class _Login:
+    """aiosmtpd authenticator accepting one user name and password."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.expected = (user.encode(), password.encode())
+
+    def __call__(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and tuple(auth_data) == self.expected
+        return AuthResult(success=ok, handled=False)
+
+
 class MailSink:
-    """Start with ``start()``; messages arrive in ``received`` (and ``folder`` if set)."""
+    """Start with ``start()``; messages arrive in ``received`` (and ``folder`` if set).
+
+    With ``login=(user, password)`` every message needs AUTH with them first."""
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 0, folder: Path | None = None
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        folder: Path | None = None,
+        login: tuple[str, str] | None = None,
     ) -> None:
         self.folder = folder
         self.received: list[Received] = []
@@ -72,7 +94,14 @@ class MailSink:
 
             port = free_port(host)
         self.host, self.port = host, port
-        self._controller = Controller(_Handler(self), hostname=host, port=port)
+        auth: dict[str, Any] = {}
+        if login is not None:
+            auth = {
+                "authenticator": _Login(*login),
+                "auth_required": True,
+                "auth_require_tls": False,
+            }
+        self._controller = Controller(_Handler(self), hostname=host, port=port, **auth)
 
     @property
     def url(self) -> str:

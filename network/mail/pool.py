@@ -10,7 +10,7 @@ relay cannot be used at all (unreachable, login refused) the result says ``relay
 message's fault, so callers wait for the relay instead of using up a message's attempts.
 
 Messages are built in network/mail/message.py (`build_message`) and SMTP URLs parsed in
-network/mail/target.py (`parse_smtp_url`).
+network/settings/smtp.py (`parse_smtp_url`).
 
 aiosmtplib is asyncio-native, so nothing here blocks the event loop. Passwords are never
 logged or shown in a repr.
@@ -28,7 +28,7 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from network.errors import ConfigError
-from network.mail.target import SmtpTarget
+from network.settings.smtp import SmtpTarget
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from network.errors import ConfigError
-from network.settings.checks import check_id, check_room, check_tz, check_user
+from network.settings.checks import (
+    address_in,
+    check_email,
+    check_id,
+    check_room,
+    check_tz,
+    check_user,
+    check_weekday,
+)
 from network.settings.community import (
     CohortSettings,
     CommunitySettings,
@@ -26,6 +34,7 @@ from network.settings.community import (
     Weekday,
 )
 from network.settings.loading import Duration, build
+from network.settings.smtp import parse_smtp_url
 from network.web.limits import parse_networks
 
 Kind = Literal["news", "webinar", "cohort-update"]
@@ -159,11 +168,22 @@ class EmailSettings:
                 "expected smtp://host:port, smtps://host:port or smtp+starttls://host:port",
                 path=f"{path}.smtp_url",
             )
+        if self.smtp_url:
+            # Parsed here, by the rule the sender uses, so a URL that cannot be used is
+            # refused by check-config rather than at the first send.
+            target = parse_smtp_url(self.smtp_url, f"{path}.smtp_url")
+            if target.username and not (target.password_env or self.password_env):
+                raise ConfigError(
+                    f"SMTP user {target.username!r} needs a password: add ?password_env=NAME "
+                    "to the URL (or set email.password_env) and put the password in that "
+                    "environment variable",
+                    path=f"{path}.smtp_url",
+                )
         if self.smtp_url and not self.from_:
             raise ConfigError(
                 "missing sender address, needed when smtp_url is set", path=f"{path}.from"
             )
-        if self.from_ and not _EMAIL_IN.search(self.from_):
+        if self.from_ and not address_in(self.from_):
             raise ConfigError(
                 f"{self.from_!r} has no email address: write 'Name <news@example.org>'",
                 path=f"{path}.from",
@@ -174,23 +194,19 @@ class EmailSettings:
             raise ConfigError("expected at least 1", path=f"{path}.messages_per_connection")
         if self.timeout < timedelta(seconds=1):
             raise ConfigError("expected at least 1s", path=f"{path}.timeout")
-        mailbox = self.unsubscribe_mailto.removeprefix("mailto:")
-        if self.unsubscribe_mailto and not _EMAIL_ONLY.match(mailbox):
-            raise ConfigError(
-                f"{self.unsubscribe_mailto!r} is not an email address like "
-                "'unsubscribe@example.org'",
-                path=f"{path}.unsubscribe_mailto",
+        if self.unsubscribe_mailto:
+            check_email(
+                self.unsubscribe_mailto.removeprefix("mailto:"),
+                f"{path}.unsubscribe_mailto",
+                "unsubscribe@example.org",
             )
 
     @property
     def sender_address(self) -> str:
         """The bare address of ``from`` (``news@example.org``), or "" when unset."""
-        m = _EMAIL_IN.search(self.from_)
-        return m.group(0).strip("<>") if m else ""
+        return address_in(self.from_)
 
 
-_EMAIL_ONLY = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
-_EMAIL_IN = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
 _TOPIC = re.compile(r"^(kind|feed|cohort):[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -394,6 +410,8 @@ class AssistanceSettings:
             check_room(self.team_room, f"{path}.team_room")
         for i, room in enumerate(self.help_rooms):
             check_room(room, f"{path}.help_rooms[{i}]")
+        if self.team_email:
+            check_email(self.team_email, f"{path}.team_email", "need-assistance@example.org")
         for key in ("team_members", "coordinators"):
             for i, user in enumerate(getattr(self, key)):
                 check_user(user, f"{path}.{key}[{i}]")
@@ -407,13 +425,8 @@ class AssistanceSettings:
                 f"expected opening hours like '09:00-17:00', got {self.hours!r}",
                 path=f"{path}.hours",
             )
-        days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
         for i, day in enumerate(self.workdays):
-            if day.strip().lower()[:3] not in days:
-                raise ConfigError(
-                    f"unknown day {day!r}: use mon, tue, wed, thu, fri, sat or sun",
-                    path=f"{path}.workdays[{i}]",
-                )
+            check_weekday(day, f"{path}.workdays[{i}]")
         if not self.workdays:
             raise ConfigError("expected at least one workday", path=f"{path}.workdays")
         for i, day in enumerate(self.holidays):

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from network import tokens
 from network.errors import ConfigError
+from network.settings.checks import check_weekday
 from network.settings.model import Settings
 from network.storage import Storage
 from network.storage.subscribers import (
@@ -32,7 +33,6 @@ from network.storage.subscribers import (
 from network.subscriptions.digests.schedule import FREQUENCIES
 from network.subscriptions.postman import Links, Postman, render_message
 from network.subscriptions.topics import (
-    WEEKDAYS,
     Address,
     SubscriptionError,
     TopicCatalog,
@@ -117,7 +117,7 @@ class Subscriptions:
             frequency=d.default_frequency,
             tz=d.default_timezone or self.settings.network.timezone,
             hour=d.default_hour,
-            weekday=WEEKDAYS[d.default_weekday],
+            weekday=check_weekday(d.default_weekday, "digests.default_weekday"),
         )
 
     def preferences(

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import functools
 import logging
 import secrets
-import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,17 +25,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import jinja2
-
 from network import tokens
 from network.delivery.channels import ChannelSender, fit_post, post_limit
 from network.errors import ConfigError, DeliveryError
+from network.mail.factory import sender_domain, smtp_sender
 from network.mail.message import build_message
 from network.mail.pool import SendResult, SmtpSender
-from network.mail.target import parse_smtp_url
-from network.settings.model import Settings, secret
+from network.settings.model import Settings
 from network.storage.subscribers import SubscribeRequest
-from network.subscriptions.digests.render import DEFAULT_TEMPLATES_DIR, RenderedMessage
+from network.subscriptions.digests.render import RenderedMessage
+from network.templating import environment
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +96,7 @@ class Postman:
         self._smtp = smtp
         email = settings.email
         self.from_ = email.from_
-        domain = email.sender_address.rpartition("@")[2] or "libhub.localdomain"
+        domain = sender_domain(email)
         self.domain = domain
         name = settings.digests.network_name or settings.network.name
         self.network_name = name
@@ -114,20 +111,7 @@ class Postman:
     @property
     def smtp(self) -> SmtpSender:
         if self._smtp is None:
-            email = self.settings.email
-            if not email.smtp_url:
-                raise ConfigError(
-                    "no SMTP server: set email.smtp_url to send to email subscribers",
-                    path="email.smtp_url",
-                )
-            self._smtp = SmtpSender(
-                parse_smtp_url(email.smtp_url),
-                password=secret(email.password_env),
-                max_connections=email.max_connections,
-                messages_per_connection=email.messages_per_connection,
-                timeout=email.timeout.total_seconds(),
-                local_hostname=self.domain,
-            )
+            self._smtp = smtp_sender(self.settings.email)
         return self._smtp
 
     @property
@@ -346,21 +330,6 @@ class ListMail:
         )
 
 
-@functools.lru_cache(maxsize=4)
-def _message_environment(templates_dir: Path) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2")),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["wrap"] = lambda text, width=72: "\n".join(
-        textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
-    )
-    return env
-
-
 def render_message(
     *,
     subject: str,
@@ -373,7 +342,7 @@ def render_message(
     templates_dir: Path | None = None,
 ) -> RenderedMessage:
     """A short personal message (confirmation, manage link) from email/message.*.j2."""
-    env = _message_environment((templates_dir or DEFAULT_TEMPLATES_DIR).resolve())
+    env = environment(templates_dir.resolve() if templates_dir else None)
     context: dict[str, Any] = {
         "subject": subject,
         "heading": heading,

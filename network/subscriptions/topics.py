@@ -10,24 +10,21 @@ zones a person picks from). Nothing here does I/O.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parseaddr
 from zoneinfo import available_timezones
 
 import apprise
 
 from network.delivery.channels import redact
 from network.errors import ConfigError, LibhubError
+from network.settings.checks import WEEKDAY_NAMES, bare_address, email_address
 from network.settings.model import Settings
 from network.storage.subscribers import Preferences
-from network.subscriptions.digests.schedule import WEEKDAY_NAMES, Schedule, next_send
+from network.subscriptions.digests.schedule import Schedule, next_send
 
 KIND_TOPIC_LABELS = {"webinar": "Webinars", "news": "News", "cohort-update": "Cohort updates"}
-WEEKDAYS = {name.lower(): i for i, name in enumerate(WEEKDAY_NAMES)}
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 
 class SubscriptionError(LibhubError, ValueError):
@@ -177,18 +174,9 @@ def parse_address(text: str, *, schemes: Collection[str] | None) -> Address:
                 field="address",
             )
         return Address(value, value, "apprise")
-    value = value.removeprefix("mailto:")
-    _, parsed = parseaddr(value)
-    if parsed and parsed != value and "<" in value:
-        value = parsed  # "Ana <ana@example.org>"
-    local, at, domain = value.rpartition("@")
-    if at and domain:
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            pass
-        value = f"{local}@{domain}"
-    if len(value) > 254 or not _EMAIL.match(value):
+    value = bare_address(value.removeprefix("mailto:"))  # "Ana <ana@example.org>"
+    address = email_address(value)
+    if address is None:
         if value.startswith("@") and ":" in value:
             raise SubscriptionError(
                 "That is a Matrix id: digests go to an email address (you@example.org); "
@@ -198,8 +186,8 @@ def parse_address(text: str, *, schemes: Collection[str] | None) -> Address:
         raise SubscriptionError(
             f"{value!r} is not an email address like you@example.org.", field="address"
         )
-    local, _, domain = value.rpartition("@")
-    return Address(f"{local}@{domain.lower()}", value.lower(), "email")
+    local, _, domain = address.rpartition("@")
+    return Address(f"{local}@{domain.lower()}", address.lower(), "email")
 
 
 # -- preferences ---------------------------------------------------------------------------

@@ -26,16 +26,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import jinja2
 from aiohttp import web
 
 from network.errors import LibhubError
 from network.settings.model import Settings, secret
+from network.templating import environment
 from network.tokens import (
     MIN_SECRET_BYTES,
     PURPOSE_DASHBOARD,
@@ -49,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "web"
 COOKIE = "libhub_dashboard"
 SESSION_PURPOSE = "dashboard-session"
 PREFIX = "/dashboard"
@@ -102,17 +99,6 @@ class Session:
     csrf: str
 
 
-@lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
-
-
 def age_text(since: datetime | None, now: datetime) -> str:
     """ "3 h", "2 d", "12 min": how long ago, for tables."""
     if since is None:
@@ -126,7 +112,7 @@ def age_text(since: datetime | None, now: datetime) -> str:
 
 
 def _render(name: str, status: int = 200, **context: Any) -> web.Response:
-    text = _env().get_template(name).render(**context)
+    text = environment().get_template(f"web/{name}").render(**context)
     resp = web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
     # The pages show addresses and errors: never cache them, never frame them.
     resp.headers["Cache-Control"] = "no-store"

@@ -17,18 +17,16 @@ import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import jinja2
 from aiohttp import web
 
 from network.errors import ConfigError
+from network.settings.checks import WEEKDAY_NAMES
 from network.storage.subscribers import Preferences, TokenAlreadyUsed
-from network.subscriptions.digests.render import DEFAULT_TEMPLATES_DIR
-from network.subscriptions.digests.schedule import WEEKDAY_NAMES
 from network.subscriptions.topics import SubscriptionError, time_zones
+from network.templating import environment
 from network.tokens import TokenExpired
 from network.web.app import FORM_LIMIT, SERVICE, TRUSTED_PROXIES
 from network.web.limits import client_address
@@ -51,19 +49,6 @@ _SECURITY_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
-
-
-@functools.lru_cache(maxsize=4)
-def _environment(templates_dir: Path) -> jinja2.Environment:
-    if not (templates_dir / "web").is_dir():
-        raise ConfigError(f"web templates not found: {templates_dir / 'web'} is missing")
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
 
 
 def _service(request: web.Request) -> Service:
@@ -89,9 +74,10 @@ def page(
 ) -> web.Response:
     """Render ``web/<template>`` with the shared context and the security headers."""
     subs = subs_of(request)
-    env = _environment(DEFAULT_TEMPLATES_DIR.resolve())
-    html = env.get_template(f"web/{template}").render(
-        {"network_name": subs.network_name, "errors": {}, **context}
+    html = (
+        environment()
+        .get_template(f"web/{template}")
+        .render({"network_name": subs.network_name, "errors": {}, **context})
     )
     response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
     response.headers.update(_SECURITY_HEADERS)

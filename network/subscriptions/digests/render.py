@@ -2,10 +2,12 @@
 
 Owns `DigestItem` (what a digest shows about one feed item), the grouping and ordering of
 items (upcoming webinars first, by start time; then news, with past webinars; then cohort
-updates) and the Jinja2 templates in ``config/templates/email/``. HTML templates are
-autoescaped, so a title like ``<script>`` shows as text; ``summary_html`` is trusted because
-the feed pipeline already sanitized it with nh3. The text part is built from the same
-context, with summaries converted to plain text.
+updates) and what the templates ``templates/email/digest.*.j2`` are given (the Jinja2 setup
+is network/templating.py). HTML templates are autoescaped, so a title like ``<script>``
+shows as text; ``summary_html`` is trusted because the feed pipeline already sanitized it
+with nh3. The text part is built from the same context, with summaries converted to plain
+text by `feeds.sanitize.html_to_text`, the conversion Matrix notices use, so a summary reads
+the same in both.
 
 Dates are shown in the subscriber's time zone; ``now`` decides which webinars are still
 upcoming. An empty list renders nothing: no empty digests.
@@ -13,32 +15,25 @@ upcoming. An empty list renders nothing: no empty digests.
 
 from __future__ import annotations
 
-import functools
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import jinja2
 from markupsafe import Markup
 
-from network.errors import ConfigError
+from feeds.sanitize import html_to_text, truncate_html
+from network.settings.checks import WEEKDAY_NAMES
+from network.templating import environment
 
-DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 SUMMARY_TEXT_CHARS = 500
 _MONTHS = (
     "January February March April May June July August September October November December"
 ).split()
-_DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
 _FREQUENCY_LABELS = {"daily": "Daily digest", "weekly": "Weekly digest"}
-_BLOCK_TAGS = frozenset(
-    "p div br li ul ol h1 h2 h3 h4 h5 h6 blockquote pre tr table section article".split()
-)
 
 
 @dataclass(frozen=True)
@@ -66,36 +61,6 @@ class RenderedMessage:
 # --- helpers ----------------------------------------------------------------------------
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-
-def html_to_text(fragment: str, *, limit: int = SUMMARY_TEXT_CHARS) -> str:
-    """Readable plain text of an HTML fragment: paragraphs kept, whitespace tidied, shortened
-    to about ``limit`` characters at a word boundary."""
-    parser = _TextExtractor()
-    parser.feed(fragment)
-    parser.close()
-    paragraphs = [" ".join(p.split()) for p in "".join(parser.parts).split("\n")]
-    text = "\n".join(p for p in paragraphs if p)
-    if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.") + " …"
-    return text
-
-
 def _safe_link(url: str | None) -> str | None:
     # Feed links are untrusted; only web and mail links become clickable.
     if not url:
@@ -114,40 +79,13 @@ def _zone(name: str) -> ZoneInfo:
 def format_day(moment: datetime, zone: ZoneInfo) -> str:
     """``Tuesday 20 May 2025`` in ``zone``, independent of the process locale."""
     local = moment.astimezone(zone)
-    return f"{_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
+    return f"{WEEKDAY_NAMES[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
 
 
 def format_when(moment: datetime, zone: ZoneInfo) -> str:
     """``Tuesday 20 May 2025, 15:00 CEST`` in ``zone``."""
     local = moment.astimezone(zone)
     return f"{format_day(moment, zone)}, {local:%H:%M} {local.tzname() or zone.key}"
-
-
-@functools.lru_cache(maxsize=8)
-def _environment(templates_dir: Path) -> jinja2.Environment:
-    if not (templates_dir / "email").is_dir():
-        raise ConfigError(f"email templates not found: {templates_dir / 'email'} is missing")
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
-        autoescape=jinja2.select_autoescape(
-            enabled_extensions=("html", "html.j2"), default_for_string=True, default=False
-        ),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["wrap"] = _wrap
-    return env
-
-
-def _wrap(text: str, width: int = 72, indent: str = "") -> str:
-    lines: list[str] = []
-    for paragraph in text.split("\n"):
-        lines.extend(
-            textwrap.wrap(paragraph, width, initial_indent=indent, subsequent_indent=indent) or [""]
-        )
-    return "\n".join(lines)
 
 
 # --- grouping ---------------------------------------------------------------------------
@@ -234,7 +172,7 @@ def _render(
             for gid, title, members in groups
         ],
     }
-    env = _environment((templates_dir or DEFAULT_TEMPLATES_DIR).resolve())
+    env = environment(templates_dir.resolve() if templates_dir else None)
     return RenderedMessage(
         subject=subject,
         text=env.get_template("email/digest.txt.j2").render(context),
@@ -255,7 +193,8 @@ def _item_view(
         "link": _safe_link(item.link),
         # Sanitized upstream (nh3); marking it safe keeps its markup in the HTML part.
         "summary_html": Markup(item.summary_html),
-        "summary_text": html_to_text(item.summary_html),
+        # The same text a Matrix notice shows (feeds.sanitize), cut by visible length.
+        "summary_text": html_to_text(truncate_html(item.summary_html, SUMMARY_TEXT_CHARS)),
         "feed_title": item.feed_title,
         "author": item.author,
         "published": format_day(item.published, zone) if item.published else None,

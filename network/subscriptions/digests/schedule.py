@@ -27,7 +27,6 @@ from network.errors import LibhubError
 
 Frequency = Literal["immediate", "daily", "weekly"]
 FREQUENCIES: tuple[str, ...] = ("immediate", "daily", "weekly")
-WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 class ScheduleError(LibhubError, ValueError):

@@ -1,8 +1,10 @@
-"""Where outgoing mail goes: SMTP URLs parsed into an `SmtpTarget`.
+"""Where outgoing mail goes: ``email.smtp_url`` parsed into an `SmtpTarget`.
 
 ``smtp://``, ``smtps://`` and ``smtp+starttls://`` are understood. Passwords never live in
 the URL (it ends up in logs); the URL may name the environment variable that holds one
-(``?password_env=NAME``).
+(``?password_env=NAME``). The settings check parses the URL at load, so a URL that could
+not be used is refused by ``check-config`` instead of at the first send; the mail transport
+(network/mail/) connects to the target.
 """
 
 from __future__ import annotations
@@ -11,6 +13,12 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from network.errors import ConfigError
+
+# What a coordinator can copy, in every message about a URL that cannot be used.
+_EXAMPLE = (
+    "write smtp://host:port, smtps://host:port or smtp+starttls://user@host:port"
+    "?password_env=NAME (IPv6 in brackets: smtp://[::1]:25)"
+)
 
 _SCHEMES = {
     # scheme: (default port, implicit TLS, STARTTLS)
@@ -39,37 +47,35 @@ class SmtpTarget:
         return f"{scheme}://{user}{host}:{self.port}"
 
 
-def parse_smtp_url(url: str) -> SmtpTarget:
+def parse_smtp_url(url: str, path: str = "email.smtp_url") -> SmtpTarget:
     """Parse ``smtp://[user@]host[:port][?password_env=NAME]`` (also ``smtps``,
-    ``smtp+starttls``). Raises ConfigError with a message that never repeats a password."""
+    ``smtp+starttls``). Raises ConfigError naming ``path`` and what to write instead; the
+    message never repeats a password."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as e:
-        raise ConfigError(f"cannot parse the SMTP URL: {e}", path="email.smtp_url") from e
+        # urlsplit's reasons name the port or the brackets, never the user part.
+        raise ConfigError(f"cannot parse the SMTP URL ({e}): {_EXAMPLE}", path=path) from None
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
-        raise ConfigError(
-            f"unsupported SMTP URL scheme {scheme!r}: expected smtp://host:port, "
-            "smtps://host:port or smtp+starttls://host:port",
-            path="email.smtp_url",
-        )
+        raise ConfigError(f"unsupported SMTP URL scheme {scheme!r}: {_EXAMPLE}", path=path)
     if parts.password is not None:
         raise ConfigError(
             "the SMTP URL must not contain a password (URLs end up in logs): put it in an "
-            "environment variable and add ?password_env=NAME",
-            path="email.smtp_url",
+            "environment variable and write smtp+starttls://user@host:port?password_env=NAME",
+            path=path,
         )
     if not parts.hostname:
-        raise ConfigError("the SMTP URL has no host name", path="email.smtp_url")
+        raise ConfigError(f"the SMTP URL has no host name: {_EXAMPLE}", path=path)
     if parts.path not in ("", "/") or parts.fragment:
-        raise ConfigError("the SMTP URL must not have a path or fragment", path="email.smtp_url")
+        raise ConfigError(f"the SMTP URL must not have a path or fragment: {_EXAMPLE}", path=path)
     query = parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - {"password_env"})
     if unknown:
         raise ConfigError(
             f"unknown SMTP URL parameter(s) {', '.join(unknown)}: only password_env is supported",
-            path="email.smtp_url",
+            path=path,
         )
     password_env = query.get("password_env", [""])[-1] or None
     default_port, use_tls, starttls = _SCHEMES[scheme]
