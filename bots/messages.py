@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from bots.kb.index import Answer, Page
 from feeds.sanitize import sanitize_html
+from network.matrix.fit import MAX_CONTENT_BYTES, fit
 
 MsgType = Literal["m.notice", "m.text"]
 Text = tuple[str, str]  # (body, html)
@@ -54,9 +55,49 @@ def message(
     falling_back: bool = False,
     mentions: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Content of one message. ``thread_root`` puts it in that thread; ``reply_to`` makes it
-    a reply to that event (inside the thread, unless ``falling_back``: then it is only the
+    """Content of one message, fitted in one event (`network.matrix.fit`: too long, it loses
+    its HTML, then is shortened). ``thread_root`` puts it in that thread; ``reply_to`` makes
+    it a reply to that event (inside the thread, unless ``falling_back``: then it is only the
     fallback for clients without threads)."""
+    return fit(
+        _content(text, html_body, msgtype, reply_to, thread_root, falling_back, mentions),
+        max_chars=None,
+    ).content
+
+
+def relay_message(
+    head: str,
+    text: str,
+    body_html: str | None,
+    *,
+    msgtype: MsgType = "m.text",
+    reply_to: str | None = None,
+    thread_root: str | None = None,
+    falling_back: bool = False,
+    mentions: Iterable[str] = (),
+) -> tuple[dict[str, Any], int | None]:
+    """A message passed on between the asker and the team (see `relayed`), fitted in one
+    event, and how many characters of ``text`` it carries when it had to be shortened (None:
+    all of them). A shortened relay ends with a line saying so."""
+    body, formatted = relayed(head, text, body_html)
+    raw = _content(body, formatted, msgtype, reply_to, thread_root, falling_back, mentions)
+    fitted = fit(raw, max_chars=None, max_bytes=MAX_CONTENT_BYTES - _NOTE_ROOM)
+    if fitted.kept_chars is None:
+        return fitted.content, None
+    kept = max(0, fitted.kept_chars - len(head) - 1)
+    note = RELAY_SHORTENED.format(kept=kept, total=len(text))
+    return {**fitted.content, "body": f"{fitted.content['body']}\n{note}"}, kept
+
+
+def _content(
+    text: str,
+    html_body: str | None,
+    msgtype: MsgType,
+    reply_to: str | None,
+    thread_root: str | None,
+    falling_back: bool,
+    mentions: Iterable[str],
+) -> dict[str, Any]:
     content: dict[str, Any] = {"msgtype": msgtype, "body": text}
     if html_body is not None:
         content["format"] = "org.matrix.custom.html"
@@ -324,6 +365,31 @@ def case_ack(intro: str, is_direct: bool, away: str, suggest: Guess | None) -> T
         )
         body += f"<p>Meanwhile, this page may help: {link(suggest.title, suggest.url)}</p>"
     return text, body
+
+
+# Room kept in a relay for the line that says it was shortened (escaped, at worst 6 bytes
+# a character).
+_NOTE_ROOM = 1024
+RELAY_SHORTENED = (
+    "[This message was too long for Matrix: the first {kept:,} of its {total:,} characters "
+    "are shown.]"
+)
+ASKER_SHORTENED = (
+    "Your message was long: the team sees the first {kept:,} of its {total:,} characters. "
+    "Please send the rest in shorter messages."
+)
+TEAM_SHORTENED = (
+    "Your answer was long: the asker sees the first {kept:,} of its {total:,} characters. "
+    "Send the rest in shorter messages."
+)
+ASKER_NOT_SENT = (
+    "Sorry, your message could not be passed on to the team: the server refused it. Please "
+    "send it again in shorter parts; if that fails too, start a new question."
+)
+TEAM_NOT_SENT = (
+    "Your answer could not be passed on to the asker: their server refused it. Try again in "
+    "shorter parts, or reach them another way."
+)
 
 
 def relayed(head: str, text: str, body_html: str | None) -> Text:

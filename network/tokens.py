@@ -12,6 +12,10 @@ logins) is enforced by storage, which records the claims' ``nonce`` when the tok
 and refuses a nonce it has already seen. Idempotent actions (unsubscribe, manage) may accept a
 token many times until it expires.
 
+Key rotation: tokens are signed with the current secret and verified with the current one,
+then with each previous one (as itsdangerous does), so links already mailed keep working
+after the secret is changed, until they expire.
+
 Nothing here reads the clock: ``now`` is an argument.
 """
 
@@ -24,6 +28,7 @@ import hmac
 import json
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -161,13 +166,23 @@ def sign_token(
     return token
 
 
-def verify_token(secret: bytes, token: str, *, purpose: str, now: datetime) -> TokenClaims:
+def verify_token(
+    secret: bytes,
+    token: str,
+    *,
+    purpose: str,
+    now: datetime,
+    previous: Sequence[bytes] = (),
+) -> TokenClaims:
     """The claims of ``token`` if we signed it for ``purpose`` and it is valid at ``now``.
 
+    A token signed with one of the ``previous`` secrets (rotated out) is accepted too.
     Raises TokenInvalid (malformed, bad signature, wrong purpose) or TokenExpired. The
     signature is checked before anything in the payload is trusted.
     """
-    _check_secret(secret)
+    keys = (secret, *previous)
+    for key in keys:
+        _check_secret(key)
     _check_aware(now)
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise TokenInvalid("the link is damaged (the token is empty or far too long)")
@@ -175,8 +190,9 @@ def verify_token(secret: bytes, token: str, *, purpose: str, now: datetime) -> T
     if not sep or not payload_b64 or not signature_b64:
         raise TokenInvalid("the link is damaged (the token is incomplete; was it cut off?)")
     given = _b64decode(signature_b64)
-    expected = _signature(secret, payload_b64)
-    if not hmac.compare_digest(given, expected):
+    # Every key is tried (no early exit), so the time taken does not tell which one matched.
+    matches = [hmac.compare_digest(given, _signature(key, payload_b64)) for key in keys]
+    if not any(matches):
         raise TokenInvalid("the link was not issued by this service or has been altered")
 
     try:

@@ -172,6 +172,64 @@ async def test_case_from_question_to_answer_and_back(
         assert len(w.mail.to("need-assistance@example.org")) == 1
 
 
+async def test_long_messages_are_relayed_shortened_and_their_writer_is_told(
+    synapse: DevHomeserver, admin: DevUser, tmp_path: Path, bot_env: dict[str, str]
+) -> None:
+    # Synapse refuses events over 64 KiB, so 60,000 characters is about the longest message
+    # a person can send; relayed with its HTML copy it would be twice that.
+    def long(start: str) -> str:
+        filler = "Our makerspace budget, line by line, with every receipt. " * 1100
+        return f"{start} {filler}END-OF-{start}"[:60_000]
+
+    async with world(synapse, admin, tmp_path, bot_env) as w:
+        await w.start()
+        bot, asker, team, room = w.bot.user_id, w.asker, w.team, w.team_room
+        dm = await direct_chat(asker, bot)
+        question, root_id = await ask_out_of_scope(w, dm)
+        await team.say(room, "!claim", **in_thread(root_id))
+        await team.wait_for(room, containing("claimed this case"), sender=bot)
+
+        # A follow-up from the asker reaches the team's thread, shortened and marked.
+        followup = long("FOLLOWUP")
+        assert len(followup) == 60_000
+        await asker.say(dm, followup)
+        msgs = await team.wait_for(room, containing("FOLLOWUP"), sender=bot)
+        [relayed] = [m for m in msgs if "FOLLOWUP" in body(m)]
+        assert thread_of(relayed) == root_id and "(the asker) wrote:" in body(relayed)
+        assert "END-OF-FOLLOWUP" not in body(relayed)
+        assert "[This message was too long for Matrix: the first " in body(relayed)
+        assert "of its 60,000 characters are shown.]" in body(relayed)
+        # ... and the asker is told how much the team sees.
+        msgs = await asker.wait_for(dm, containing("Your message was long"), sender=bot)
+        [told] = [m for m in msgs if "Your message was long" in body(m)]
+        assert "the team sees the first " in body(told) and "shorter messages" in body(told)
+        kept = int(body(told).split("the first ")[1].split(" ")[0].replace(",", ""))
+        assert 30_000 < kept < 60_000
+        assert followup[:kept].rstrip() in body(relayed)
+
+        # A long answer from the team reaches the asker, shortened; the member is told.
+        answer = long("ANSWER")
+        await team.say(room, answer, **in_thread(root_id))
+        msgs = await asker.wait_for(dm, containing("ANSWER"), sender=bot)
+        [got] = [m for m in msgs if "ANSWER" in body(m)]
+        assert body(got).startswith("Need Assistance team (") and "END-OF-ANSWER" not in body(got)
+        assert "of its 60,000 characters are shown.]" in body(got)
+        assert in_reply_to(got) == question
+        msgs = await team.wait_for(room, containing("Your answer was long"), sender=bot)
+        [note] = [m for m in msgs if "Your answer was long" in body(m)]
+        assert thread_of(note) == root_id and "the asker sees the first " in body(note)
+
+        # The bot is out of the asker's room (an admin removed it): the answer cannot be
+        # relayed, and the team member is told instead of the answer vanishing.
+        async with MatrixReader(synapse.url, w.bot) as as_bot:
+            await as_bot.call("POST", f"/_matrix/client/v3/rooms/{dm}/leave", {})
+        await team.say(room, "Here is the short version.", **in_thread(root_id))
+        msgs = await team.wait_for(room, containing("could not be passed on"), sender=bot)
+        [refused] = [m for m in msgs if "could not be passed on" in body(m)]
+        assert thread_of(refused) == root_id
+        assert refused["content"]["m.mentions"] == {"user_ids": [team.user_id]}
+
+
 async def _cli_json(w: World, *args: str) -> Any:
     config = w.config_file()
     proc = await asyncio.create_subprocess_exec(

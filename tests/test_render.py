@@ -172,7 +172,8 @@ def test_webinar_time_in_the_network_zone_with_utc_for_members_elsewhere() -> No
 def test_hostile_summaries_and_links_still_fit_in_one_event() -> None:
     """Visible text is truncated, but empty tags and long hrefs are not text: the event is
     measured, and falls back to plain text rather than being refused (M_TOO_LARGE)."""
-    from network.routing.render import MAX_CONTENT_BYTES, _size
+    from network.matrix.fit import MAX_CONTENT_BYTES
+    from network.matrix.fit import content_size as _size
 
     empty_tags = make(summary="<b></b>" * 20_000)
     long_links = make(
@@ -189,3 +190,20 @@ def test_hostile_summaries_and_links_still_fit_in_one_event() -> None:
     assert _size(grouped_content(burst, feed_titles={"news": "N"})) <= MAX_CONTENT_BYTES
     c = matrix_content(make(link=huge_link), feed_title="F")
     assert _size(c) <= MAX_CONTENT_BYTES and "external_url" not in c
+
+
+def test_fit_keeps_as_much_text_as_an_event_holds_and_says_how_much() -> None:
+    from network.matrix.fit import MAX_CONTENT_BYTES, content_size, fit
+
+    text = "é" * 30_000 + '"' * 30_000  # two bytes each in UTF-8 and in JSON
+    content = {"msgtype": "m.text", "body": text, "format": "x", "formatted_body": text}
+    fitted = fit(content, max_chars=None)
+    assert fitted.plain and fitted.kept_chars is not None
+    assert fitted.content["body"] == text[: fitted.kept_chars] + "…"
+    assert content_size(fitted.content) <= MAX_CONTENT_BYTES
+    one_more = {**fitted.content, "body": text[: fitted.kept_chars + 1] + "…"}
+    assert content_size(one_more) > MAX_CONTENT_BYTES  # nothing left out that would fit
+    # Whole text that fits once the HTML copy is dropped is not shortened.
+    half = {**content, "body": text[:20_000], "formatted_body": text[:20_000]}
+    assert fit(half) == fit(half, max_chars=None) and not fit(half).shortened
+    assert fit(half).plain and fit(half).content["body"] == text[:20_000]

@@ -166,3 +166,17 @@ def test_every_other_spelling_of_the_last_character_is_rejected() -> None:
             with pytest.raises(TokenInvalid):
                 verify_token(SECRET, token[:-1] + other, purpose="confirm", now=T0)
         assert verify_token(SECRET, token, purpose="confirm", now=T0)
+
+
+def test_after_rotation_a_token_of_a_previous_secret_still_verifies() -> None:
+    old = _sign()
+    new = sign_token(OTHER_SECRET, purpose="confirm", subject="sub:42", now=T0, ttl=DAY)
+    rotated = {"purpose": "confirm", "now": T0 + timedelta(hours=1), "previous": [SECRET]}
+    assert verify_token(OTHER_SECRET, old, **rotated).subject == "sub:42"  # type: ignore[arg-type]
+    assert verify_token(OTHER_SECRET, new, **rotated).subject == "sub:42"  # type: ignore[arg-type]
+    stranger = sign_token(b"x" * 32, purpose="confirm", subject="sub:42", now=T0, ttl=DAY)
+    with pytest.raises(TokenInvalid, match="not issued by this service"):
+        verify_token(OTHER_SECRET, stranger, **rotated)  # type: ignore[arg-type]
+    # Without the previous secret listed, the old token is refused.
+    with pytest.raises(TokenInvalid, match="not issued by this service"):
+        verify_token(OTHER_SECRET, old, purpose="confirm", now=T0 + timedelta(hours=1))

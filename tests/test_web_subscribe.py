@@ -8,7 +8,8 @@ import asyncio
 import re
 import zoneinfo
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from network.devtools.mailsink import MailSink
 from network.service import Service
+from network.tokens import TokenInvalid, sign_token, verify_token
 from network.web.app import make_web_app
 from tests.digestkit import (
+    SECRET,
     SECRET_ENV,
     START,
     Clock,
@@ -239,6 +242,45 @@ async def test_unsubscribe_post_without_one_click_needs_the_form_token(env: Env)
     done = await client.post(url, data={"csrf": csrf_of(page)})
     assert "You are unsubscribed" in await done.text()
     assert (await svc.storage.subscriber(sub.id)).status == "unsubscribed"  # type: ignore[union-attr]
+
+
+async def test_links_signed_before_the_secret_changed_still_unsubscribe(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc, clock = env.service, env.clock
+    sub = await subscriber(svc, "reader@example.org", now=clock.now)
+    mailed = path_of(svc.subscriptions.links.unsubscribe(sub.id, clock.now))
+    # The coordinator rotates the secret: the old value moves to web.previous_secrets_env.
+    monkeypatch.setenv(SECRET_ENV, "a-brand-new-secret-0123456789abcdef")
+    monkeypatch.setenv("LIBHUB_TEST_OLD_SECRET", SECRET)
+    base = settings_for(tmp_path, env.sink.url)
+    settings = replace(
+        base, web=replace(base.web, previous_secrets_env=("LIBHUB_TEST_OLD_SECRET",))
+    )
+    rotated = await make_service(settings, clock)
+    try:
+        forged = sign_token(
+            b"a-secret-nobody-here-ever-had-0123",
+            purpose="unsubscribe",
+            subject=f"sub:{sub.id}",
+            now=clock.now,
+            ttl=timedelta(days=30),
+        )
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        one_click = "List-Unsubscribe=One-Click"
+        async with TestClient(TestServer(make_web_app(rotated), host="127.0.0.1")) as client:
+            refused = await client.post(f"/unsubscribe/{forged}", data=one_click, headers=form)
+            assert refused.status == 404
+            assert (await rotated.storage.subscriber(sub.id)).status == "active"  # type: ignore[union-attr]
+            done = await client.post(mailed, data=one_click, headers=form)
+            assert done.status == 200 and "You are unsubscribed" in await done.text()
+        assert (await rotated.storage.subscriber(sub.id)).status == "unsubscribed"  # type: ignore[union-attr]
+        # New links are signed with the new secret only.
+        fresh = rotated.subscriptions.links.manage(sub.id, clock.now).rsplit("/", 1)[1]
+        with pytest.raises(TokenInvalid):
+            verify_token(SECRET.encode(), fresh, purpose="manage", now=clock.now)
+    finally:
+        await rotated.close()
 
 
 async def test_broken_and_expired_links_explain_what_to_do(env: Env) -> None:

@@ -8,11 +8,16 @@ event are sent first, with transaction ids derived from the triggering event id 
 after a crash gets the first event back from the homeserver instead of a copy), and the
 new case state is stored afterwards. A per-case lock keeps the team's thread, the asker's
 room and the reminder loop from interleaving their read-modify-write of one case.
+
+Relays fit in one Matrix event (`bots.messages.relay_message`): a message too long is
+shortened and its writer is told how much the other side sees; one the homeserver refuses
+all the same is not lost silently: its writer is told it could not be passed on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,11 +36,22 @@ from bots.cases.state import (
     Transition,
     apply,
 )
-from bots.messages import MsgType, message, relayed, txn
-from network.errors import ConfigError
+from bots.messages import (
+    ASKER_NOT_SENT,
+    ASKER_SHORTENED,
+    TEAM_NOT_SENT,
+    TEAM_SHORTENED,
+    MsgType,
+    message,
+    relay_message,
+    txn,
+)
+from network.errors import ConfigError, MatrixPermanent
 from network.settings.model import Settings
 from network.storage import Storage
 from network.storage.cases import CaseProgress, CaseRecord, MessageKind
+
+log = logging.getLogger(__name__)
 
 CLOSED_TEXT = (
     "The Need Assistance team has closed your question. If you need more help, reply to "
@@ -97,6 +113,18 @@ def business_hours(settings: Settings) -> BusinessHours:
         )
     except BusinessHoursError as e:
         raise ConfigError(str(e), path="assistance") from e
+
+
+def _asker_place(rec: CaseRecord) -> dict[str, Any]:
+    """Where a message for the asker goes: a reply to their question in a direct chat, else
+    in the thread of their question; it mentions them."""
+    thread = None if rec.asker_is_direct else rec.asker_thread_root
+    return {
+        "reply_to": rec.question_event_id,
+        "thread_root": thread,
+        "falling_back": True,
+        "mentions": [rec.asker],
+    }
 
 
 class CaseTransitions:
@@ -181,19 +209,36 @@ class CaseTransitions:
         for effect in result.effects:
             if isinstance(effect, RelayToAsker):
                 head = f"Need Assistance team ({await self.host.display_name(actor)}):"
-                content = self._to_asker(rec, *relayed(head, text, html_body), "m.text")
-                sent = await self.host.send(rec.asker_room, content, txn("relay", trigger))
+                content, kept = relay_message(head, text, html_body, **_asker_place(rec))
+                try:
+                    sent = await self.host.send(rec.asker_room, content, txn("relay", trigger))
+                except MatrixPermanent as e:
+                    log.warning("case %d: answer not relayed to the asker: %s", rec.id, e)
+                    await self._in_thread(
+                        rec, TEAM_NOT_SENT, txn("not-sent", trigger), [actor], reply_to=reply_to
+                    )
+                    continue
                 await self._record(rec, "answer", actor, text, trigger, sent, now)
+                if kept is not None:
+                    note = TEAM_SHORTENED.format(kept=kept, total=len(text))
+                    await self._in_thread(
+                        rec, note, txn("shortened", trigger), [actor], reply_to=reply_to
+                    )
             elif isinstance(effect, RelayToTeam):
                 head = f"{await self.host.display_name(rec.asker)} (the asker) wrote:"
-                content = message(
-                    *relayed(head, text, html_body),
-                    msgtype="m.text",
-                    thread_root=rec.thread_root,
-                    mentions=claimant,
+                content, kept = relay_message(
+                    head, text, html_body, thread_root=rec.thread_root, mentions=claimant
                 )
-                sent = await self.host.send(rec.team_room, content, txn("to-team", trigger))
+                try:
+                    sent = await self.host.send(rec.team_room, content, txn("to-team", trigger))
+                except MatrixPermanent as e:
+                    log.warning("case %d: follow-up not relayed to the team: %s", rec.id, e)
+                    await self._tell_asker(rec, ASKER_NOT_SENT, trigger, now, kind="not-sent")
+                    continue
                 await self._record(rec, "followup", rec.asker, text, trigger, sent, now)
+                if kept is not None:
+                    note = ASKER_SHORTENED.format(kept=kept, total=len(text))
+                    await self._tell_asker(rec, note, trigger, now, kind="shortened")
             elif isinstance(effect, NotifyTeam):
                 await self._in_thread(rec, effect.text, txn("notify", trigger))
             elif isinstance(effect, Reopened):
@@ -228,18 +273,11 @@ class CaseTransitions:
     ) -> dict[str, Any]:
         """A message for the asker: a reply to their question in a direct chat, else in
         the thread of their question."""
-        thread = None if rec.asker_is_direct else rec.asker_thread_root
-        return message(
-            text,
-            body_html,
-            msgtype=msgtype,
-            reply_to=rec.question_event_id,
-            thread_root=thread,
-            falling_back=True,
-            mentions=[rec.asker],
-        )
+        return message(text, body_html, msgtype=msgtype, **_asker_place(rec))
 
-    async def _tell_asker(self, rec: CaseRecord, text: str, trigger: str, now: datetime) -> None:
+    async def _tell_asker(
+        self, rec: CaseRecord, text: str, trigger: str, now: datetime, *, kind: str = "tell-asker"
+    ) -> None:
         content = self._to_asker(rec, text, None, "m.text")
-        sent = await self.host.send(rec.asker_room, content, txn("tell-asker", trigger))
+        sent = await self.host.send(rec.asker_room, content, txn(kind, trigger))
         await self._record(rec, "to_asker", self.host.user_id, text, trigger, sent, now)

@@ -36,10 +36,11 @@ from network.matrix.gateway import MatrixGateway
 from network.settings.model import Settings
 from network.storage import Storage
 from network.storage.cohorts import NewReminder, ReminderRow
+from network.web.security import ID_PATTERN, path_id
 
 log = logging.getLogger(__name__)
 
-ICS_ROUTE = r"/webinars/{item_id:\d+}.ics"
+ICS_ROUTE = f"/webinars/{{item_id:{ID_PATTERN}}}.ics"
 MAX_IDLE = 60.0  # seconds between two rounds when nothing is due sooner
 MIN_WAIT = 0.5  # seconds between two rounds at least
 FIRST_BACKOFF = 1.0  # seconds before the round after a failed or blocked one; then doubled
@@ -238,7 +239,7 @@ async def ics_handler(request: web.Request) -> web.Response:
     from network.web.app import SERVICE
 
     service = request.app[SERVICE]
-    item = await service.storage.item(int(request.match_info["item_id"]))
+    item = await service.storage.item(path_id(request, "item_id"))
     if item is None or item.kind != "webinar" or item.event_start is None:
         raise web.HTTPNotFound(text="No webinar with a start time has this number.")
     settings = service.settings

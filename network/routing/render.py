@@ -11,7 +11,6 @@ message. Length limits of social networks are applied in network/delivery/channe
 from __future__ import annotations
 
 import html
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +19,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import TemplateError
 
 from feeds.sanitize import html_to_text, sanitize_html, truncate_html
+from network.matrix.fit import MAX_CONTENT_BYTES, content_size, fit_event
 from network.routing.templates import RouteTemplate, event_start_text, render_channel, render_matrix
 from network.storage import Item
 
@@ -39,30 +39,9 @@ def _title(item: Item) -> str:
     return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1].rstrip() + "…"
 
 
-# Homeservers refuse events over 64 KiB (M_TOO_LARGE, a permanent error: the item would
-# be lost in every room). Visible text is truncated, but empty tags and long hrefs are not
-# text, so the whole content is measured; this leaves room for the event's envelope.
-MAX_CONTENT_BYTES = 48 * 1024
 # Feed HTML read for one message: the summary shown is a few hundred characters, and the
 # sanitizer's cost grows with nesting, so a hostile summary is cut before it is parsed.
 SUMMARY_INPUT_CHARS = 20_000
-
-
-def _size(content: dict[str, Any]) -> int:
-    return len(json.dumps(content, ensure_ascii=False).encode("utf-8"))
-
-
-def fit_event(content: dict[str, Any]) -> dict[str, Any]:
-    """``content`` when it fits in an event; else without the HTML, then shortened."""
-    if _size(content) <= MAX_CONTENT_BYTES:
-        return content
-    slim = {k: v for k, v in content.items() if k not in ("format", "formatted_body")}
-    if _size(slim) <= MAX_CONTENT_BYTES:
-        return slim
-    slim["body"] = str(slim["body"])[:4000].rstrip() + "…"
-    if len(str(slim.get("external_url", ""))) > 8000:
-        del slim["external_url"]
-    return slim
 
 
 def _notice(body: str, formatted: str, link: str | None) -> dict[str, Any]:
@@ -140,7 +119,8 @@ def edit_content(new: dict[str, Any], original_event_id: str) -> dict[str, Any]:
     if "formatted_body" in new:
         edit["format"] = new["format"]
         edit["formatted_body"] = new["formatted_body"]
-    if _size(edit) > MAX_CONTENT_BYTES:
+    # Homeservers refuse events over 64 KiB (M_TOO_LARGE): the item would be lost.
+    if content_size(edit) > MAX_CONTENT_BYTES:
         # The content is there twice (the fallback and m.new_content): halve what is shown.
         half = fit_event({**new, "body": str(new["body"])[:4000]})
         slim = {k: v for k, v in half.items() if k not in ("format", "formatted_body")}

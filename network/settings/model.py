@@ -35,6 +35,7 @@ from network.settings.community import (
 )
 from network.settings.loading import Duration, build
 from network.settings.smtp import parse_smtp_url
+from network.tokens import MIN_SECRET_BYTES
 from network.web.limits import parse_networks
 
 Kind = Literal["news", "webinar", "cohort-update"]
@@ -93,6 +94,7 @@ class WebSettings:
     listen: str = "127.0.0.1:8080"
     public_url: str = "http://127.0.0.1:8080"
     secret_env: str = "LIBHUB_SECRET"
+    previous_secrets_env: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
     forms_per_client: int = 30
     forms_window: Duration = Duration(hours=1)
@@ -599,3 +601,22 @@ def secret(env_name: str) -> str | None:
     if not env_name:
         return None
     return os.environ.get(env_name) or None
+
+
+def previous_secrets(web: WebSettings) -> tuple[bytes, ...]:
+    """The rotated-out link secrets that still verify (web.previous_secrets_env); a variable
+    that is unset or empty is skipped, so it can be dropped once its links have expired."""
+    found = []
+    for i, name in enumerate(web.previous_secrets_env):
+        value = secret(name)
+        if value is None:
+            continue
+        key = value.encode("utf-8")
+        if len(key) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"the secret in {name} is {len(key)} bytes; a previous secret is one that "
+                f"signed links before, at least {MIN_SECRET_BYTES} bytes",
+                path=f"web.previous_secrets_env[{i}]",
+            )
+        found.append(key)
+    return tuple(found)

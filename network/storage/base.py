@@ -5,14 +5,20 @@ a transaction of one coroutine never interleaves with another's statements. Migr
 are the numbered ``migrations/NNNN_*.sql`` files, applied in order inside one
 transaction each, with ``PRAGMA user_version`` recording the schema version; a database
 written by a newer libhub is refused rather than damaged.
+
+The file holds the bot's Matrix access token and every subscriber's address, so it is
+created readable by the service's user only (0600, whatever the umask); SQLite gives its
+``-wal`` and ``-shm`` files the database file's mode.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -27,6 +33,7 @@ from network.errors import DatabaseTooNew, StorageError
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x4C494248  # "LIBH": marks the file as ours
+FILE_MODE = 0o600  # owner only: the file holds secrets and subscribers' addresses
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -55,6 +62,26 @@ def from_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _owner_only(path: Path) -> None:
+    """Create ``path`` with mode 0600 before SQLite opens it, or tighten an existing file
+    and its companions (an earlier libhub created them under the usual umask, 0644)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise StorageError(f"cannot create database {path}: {e.strerror}") from e
+    else:
+        os.close(fd)
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if file.exists() and stat.S_IMODE(file.stat().st_mode) & 0o077:
+                file.chmod(FILE_MODE)
+        except OSError as e:
+            # Owned by another user: SQLite may still open it; say what to fix.
+            log.warning("%s is readable by others; run chmod 600 on it (%s)", file, e.strerror)
+
+
 class Database:
     """The connection and its lock. Domain classes in this package use it."""
 
@@ -68,6 +95,7 @@ class Database:
         p = Path(path)
         if str(p) != ":memory:":
             p.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(p)
         try:
             conn = await aiosqlite.connect(p, isolation_level=None)
         except sqlite3.Error as e:

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from network import tokens
 from network.errors import ConfigError
 from network.settings.checks import check_weekday
-from network.settings.model import Settings
+from network.settings.model import Settings, previous_secrets
 from network.storage import Storage
 from network.storage.subscribers import (
     Preferences,
@@ -93,6 +93,8 @@ class Subscriptions:
         self.catalog = TopicCatalog(settings)
         self.clock = clock
         self._secret = secret
+        # Rotated-out secrets: links mailed before the secret changed still verify.
+        self._previous = previous_secrets(settings.web)
         self.network_name = postman.network_name
 
     @property
@@ -105,7 +107,10 @@ class Subscriptions:
                 path="web.secret_env",
             )
         return Links(
-            self.settings.web.public_url, self._secret, link_ttl=self.settings.digests.link_ttl
+            self.settings.web.public_url,
+            self._secret,
+            link_ttl=self.settings.digests.link_ttl,
+            previous=self._previous,
         )
 
     def defaults(self) -> Preferences:
@@ -218,7 +223,7 @@ class Subscriptions:
         """Use a confirmation link once; the subscriber is active with the request's
         preferences (topics no longer offered are left out)."""
         now = self.clock()
-        claims = tokens.verify_token(self.links.secret, token, purpose="confirm", now=now)
+        claims = self.links.verify_claims(token, "confirm", now)
         request = await self.pending_request(token)
         topics = tuple(t for t in request.prefs.topics if t in self.catalog)
         if not topics:

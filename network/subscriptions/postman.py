@@ -50,9 +50,17 @@ Job = Callable[[], Awaitable[None]]
 class Links:
     """The signed URLs of one deployment. Tokens carry ``req:<id>`` or ``sub:<id>``."""
 
-    def __init__(self, public_url: str, secret: bytes, *, link_ttl: timedelta) -> None:
+    def __init__(
+        self,
+        public_url: str,
+        secret: bytes,
+        *,
+        link_ttl: timedelta,
+        previous: tuple[bytes, ...] = (),
+    ) -> None:
         self.base = public_url.rstrip("/")
-        self.secret = secret
+        self.secret = secret  # signs new links
+        self.previous = previous  # rotated out: their links still verify until they expire
         self.link_ttl = link_ttl
 
     def _token(self, purpose: str, subject: str, now: datetime, ttl: timedelta) -> str:
@@ -73,9 +81,15 @@ class Links:
     def ics(self, item_id: int) -> str:
         return f"{self.base}/webinars/{item_id}.ics"
 
+    def verify_claims(self, token: str, purpose: str, now: datetime) -> tokens.TokenClaims:
+        """The claims of a token signed with the current or a previous secret."""
+        return tokens.verify_token(
+            self.secret, token, purpose=purpose, now=now, previous=self.previous
+        )
+
     def verify(self, token: str, purpose: str, now: datetime) -> tuple[str, int, str]:
         """(subject kind, id, nonce) of a valid token; raises tokens.TokenError."""
-        claims = tokens.verify_token(self.secret, token, purpose=purpose, now=now)
+        claims = self.verify_claims(token, purpose, now)
         kind, _, number = claims.subject.partition(":")
         if kind not in ("req", "sub") or not number.isdigit():
             raise tokens.TokenInvalid("the link is damaged (unknown subject)")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from network.web.limits import IPNetwork, PerClientLimit, parse_networks
+from network.web.security import security_middleware
 
 if TYPE_CHECKING:
     from network.service import Service
@@ -62,7 +63,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def make_web_app(service: Service) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    # One middleware for every route: security headers, unreadable bodies refused.
+    app = web.Application(client_max_size=64 * 1024, middlewares=[security_middleware])
     app[SERVICE] = service
     w = service.settings.web
     app[FORM_LIMIT] = PerClientLimit(w.forms_per_client, w.forms_window.total_seconds())

@@ -19,8 +19,6 @@ HTML, no JavaScript. Unauthenticated GETs are sent to the login page; POSTs get 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -41,6 +39,7 @@ from network.tokens import (
     sign_token,
     verify_token,
 )
+from network.web.security import ID_PATTERN, csrf_matches, csrf_token, path_id
 
 if TYPE_CHECKING:
     from network.service import Service
@@ -88,10 +87,6 @@ def login_url(settings: Settings, token: str) -> str:
     return f"{settings.web.public_url.rstrip('/')}{PREFIX}/login?token={token}"
 
 
-def csrf_token(key: bytes, session_nonce: str) -> str:
-    return hmac.new(key, b"csrf|" + session_nonce.encode(), hashlib.sha256).hexdigest()
-
-
 @dataclass(frozen=True)
 class Session:
     name: str
@@ -113,16 +108,8 @@ def age_text(since: datetime | None, now: datetime) -> str:
 
 def _render(name: str, status: int = 200, **context: Any) -> web.Response:
     text = environment().get_template(f"web/{name}").render(**context)
-    resp = web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
-    # The pages show addresses and errors: never cache them, never frame them.
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Frame-Options"] = "DENY"
-    resp.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
-    )
-    # same-origin (not no-referrer): browsers then send a real Origin on our own forms.
-    resp.headers["Referrer-Policy"] = "same-origin"
-    return resp
+    # No caching, no framing, same-origin referrers: network/web/security.py adds them.
+    return web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
 
 
 def _redirect(location: str) -> web.Response:
@@ -143,7 +130,7 @@ def _session(request: web.Request, key: bytes) -> Session | None:
         claims = verify_token(key, cookie, purpose=SESSION_PURPOSE, now=datetime.now(UTC))
     except TokenError:
         return None
-    return Session(claims.subject, claims.nonce, csrf_token(key, claims.nonce))
+    return Session(claims.subject, claims.nonce, csrf_token(key, f"session.{claims.nonce}"))
 
 
 def same_origin(request: web.Request) -> bool:
@@ -184,7 +171,8 @@ def _page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse
                 )  # fmt: skip
             form = await request.post()
             given = str(form.get("csrf", ""))
-            if not same_origin(request) or not hmac.compare_digest(given, session.csrf):
+            bound = f"session.{session.nonce}"
+            if not same_origin(request) or not csrf_matches(key, bound, given):
                 return _render(
                     "dashboard_message.html.j2", 403, title="Refused",
                     text="The form was not sent from this dashboard. Reload the page and "
@@ -418,7 +406,7 @@ async def _outbox(request: web.Request, service: Service, session: Session) -> w
 
 
 async def _retry(request: web.Request, service: Service, session: Session) -> web.StreamResponse:
-    row_id = int(request.match_info["row_id"])
+    row_id = path_id(request, "row_id")
     changed = await service.storage.retry_failed(datetime.now(UTC), row_id)
     if changed:
         log.info("dashboard: %s retried delivery %d", session.name, row_id)
@@ -438,4 +426,4 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_post(f"{PREFIX}/logout", _page(_logout))
     app.router.add_get(PREFIX, _page(_overview))
     app.router.add_get(f"{PREFIX}/outbox", _page(_outbox))
-    app.router.add_post(rf"{PREFIX}/outbox/{{row_id:\d+}}/retry", _page(_retry))
+    app.router.add_post(f"{PREFIX}/outbox/{{row_id:{ID_PATTERN}}}/retry", _page(_retry))

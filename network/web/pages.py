@@ -1,19 +1,18 @@
-"""What every subscription page shares: rendering a page with the security headers, the
-CSRF token of its forms, the per-client limit on forms that send mail, the error pages for
-bad links, and the guard that turns a missing setup into a clear page.
+"""What every subscription page shares: rendering a page, the CSRF token of its forms, the
+per-client limit on forms that send mail, the error pages for bad links, and the guard that
+turns a missing setup into a clear page.
 
 The routes themselves are in `network.web.subscribe` (subscribe, confirm) and
 `network.web.manage` (manage, unsubscribe); the rules they keep are described there.
 Forms are protected against cross-site request forgery by a signed double-submit token: a
 random cookie (HttpOnly, SameSite=Lax) and, in the form, an HMAC of it under the service
-secret. A forged form has neither.
+secret (`network.web.security.csrf_token`). A forged form has neither. The security
+headers are added to every answer by `network.web.security`.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,6 +29,7 @@ from network.templating import environment
 from network.tokens import TokenExpired
 from network.web.app import FORM_LIMIT, SERVICE, TRUSTED_PROXIES
 from network.web.limits import client_address
+from network.web.security import csrf_matches, csrf_token
 
 if TYPE_CHECKING:
     from network.service import Service
@@ -38,15 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CSRF_COOKIE = "libhub_csrf"
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -72,7 +63,7 @@ def page(
     csrf_cookie: str | None = None,
     **context: Any,
 ) -> web.Response:
-    """Render ``web/<template>`` with the shared context and the security headers."""
+    """Render ``web/<template>`` with the shared context."""
     subs = subs_of(request)
     html = (
         environment()
@@ -80,7 +71,6 @@ def page(
         .render({"network_name": subs.network_name, "errors": {}, **context})
     )
     response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
-    response.headers.update(_SECURITY_HEADERS)
     if csrf_cookie is not None:
         response.set_cookie(
             CSRF_COOKIE,
@@ -115,25 +105,20 @@ def message_page(
 # -- CSRF ------------------------------------------------------------------------------------
 
 
-def _csrf_token(secret: bytes, cookie: str) -> str:
-    return hmac.new(secret, b"libhub-csrf." + cookie.encode(), hashlib.sha256).hexdigest()
-
-
 def csrf_for(request: web.Request) -> tuple[str, str | None]:
     """(form token, cookie to set or None when the browser already has one)."""
     cookie = request.cookies.get(CSRF_COOKIE, "")
     fresh = None
     if len(cookie) < 20 or len(cookie) > 64:
         cookie = fresh = secrets.token_urlsafe(24)
-    return _csrf_token(_secret(request), cookie), fresh
+    return csrf_token(_secret(request), f"cookie.{cookie}"), fresh
 
 
 def csrf_ok(request: web.Request, form: Mapping[str, Any]) -> bool:
     cookie = request.cookies.get(CSRF_COOKIE, "")
-    given = str(form.get("csrf", ""))
-    if not cookie or not given:
+    if not cookie:
         return False
-    return hmac.compare_digest(given, _csrf_token(_secret(request), cookie))
+    return csrf_matches(_secret(request), f"cookie.{cookie}", str(form.get("csrf", "")))
 
 
 def csrf_failed(request: web.Request) -> web.Response:
