@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from feeds.schedule import KeyEntry
 from network.storage.base import Database, now_iso
 from network.storage.records import FeedState, Item, ItemInput, StoreResult, Target
 
@@ -78,6 +79,26 @@ class FeedStore(Database):
     async def feed_health_counts(self) -> dict[str, int]:
         rows = await self.fetchall("SELECT status, COUNT(*) AS n FROM feeds GROUP BY status")
         return {str(r["status"]): int(r["n"]) for r in rows}
+
+    async def stored_key_facts(
+        self, feed_id: str, keys: Sequence[str], content_hashes: Sequence[str]
+    ) -> list[KeyEntry]:
+        """The feed's stored items under any of `keys` or with any of `content_hashes`: what
+        `feeds.schedule.dedupe_keys` must know to keep every key with the item it names."""
+        found: dict[str, KeyEntry] = {}
+        for column, values in (("key", keys), ("content_hash", content_hashes)):
+            unique = list(dict.fromkeys(values))
+            # 500 values stay under any SQLite's host-parameter limit (999 before 3.32).
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                rows = await self.fetchall(
+                    "SELECT key, title, link, content_hash FROM items WHERE feed_id = ? "
+                    f"AND {column} IN ({','.join('?' * len(chunk))})",
+                    (feed_id, *chunk),
+                )
+                for r in rows:
+                    found[r["key"]] = KeyEntry(r["key"], r["title"], r["link"], r["content_hash"])
+        return list(found.values())
 
     async def store_items(
         self,
