@@ -158,15 +158,18 @@ def _http_url(value: object, base: str | None) -> str | None:
 
 
 def _unwrap_redirect(url: str | None) -> str | None:
-    """Google Alerts wraps every link in google.com/url?url=...; link to the article itself."""
+    """Google Alerts wraps every link in google.com/url?url=...; link to the article itself.
+
+    The target comes out of the query percent-decoded ("%0A" is a line break again), so it
+    goes through `_http_url`'s check like any link: a redirect cannot smuggle in lines."""
     if not url:
         return url
     parts = urlsplit(url)
     if parts.path == "/url" and re.fullmatch(r"(www\.)?google\.[a-z.]+", parts.netloc):
         query = parse_qs(parts.query)
         for name in ("url", "q"):
-            target = query.get(name, [""])[0]
-            if urlsplit(target).scheme in ("http", "https"):
+            target = _http_url(query.get(name, [""])[0], None)
+            if target is not None:
                 return target
     return url
 

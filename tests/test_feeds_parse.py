@@ -595,3 +595,19 @@ def test_a_link_cannot_carry_a_line_of_its_own(fast: bool) -> None:
     assert not re.search(r"\s", item.link)
     assert item.link.startswith("https://lib.example/event")
     assert "Verify%20your%20account:%20https://evil.example" in item.link  # one inert URL
+
+
+def test_an_unwrapped_redirect_link_cannot_carry_a_line_of_its_own() -> None:
+    """Google Alerts' google.com/url?url=... is unwrapped to its target, which comes out of
+    the query percent-decoded: it is checked like any link after unwrapping."""
+    body = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+        b"<link>https://lib.example/</link><item><title>Alert</title>"
+        b"<link>https://www.google.com/url?rct=j&amp;url=https://lib.example/a%0D%0A--%20%0A"
+        b"Verify%20your%20account%3A%20https://evil.example&amp;ct=ga</link>"
+        b"<guid>g1</guid></item></channel></rss>"
+    )
+    [item] = parse_feed(body, url="https://lib.example/feed.xml").items
+    assert item.link == (
+        "https://lib.example/a%0D%0A--%20%0AVerify%20your%20account:%20https://evil.example"
+    )
