@@ -22,6 +22,7 @@ from feeds.fetch import Fetcher, FetchResult
 from feeds.parse import ParsedItem
 from feeds.parsepool import parse_feed_in_process, shutdown_parse_pool
 from feeds.schedule import HINT_CAP_S, backoff_delay, dedupe_keys, next_check
+from network.polling.changes import worth_an_edit
 from network.routing.router import Router
 from network.settings.model import FeedSettings, Settings
 from network.storage import FeedState, ItemInput, Storage, StoreResult
@@ -396,6 +397,7 @@ class Poller:
             post=post,
             edit_window=self.settings.delivery.edit_window,
             now=now,
+            worth_an_edit=worth_an_edit,
         )
         if stored.new and self.item_hooks:
             postable = [i for i in inputs if i.key in unseen and post(i)]
