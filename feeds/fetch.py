@@ -4,7 +4,8 @@
 If-Modified-Since), bounds concurrency overall and per host, enforces connect/read timeouts
 and a body size cap while streaming (the cap applies to the decompressed bytes, and also to
 gzip bodies sent without Content-Encoding, which are unpacked here), reports 301/308 so the
-caller can update the stored URL, and turns every failure into a `FetchError` that says
+caller can update the stored URL, refuses redirects from a feed on the internet to a private
+or local address (`feeds.addresses`), and turns every failure into a `FetchError` that says
 whether trying again later can help. It does not parse: an HTML page served with 200 is a
 successful fetch and `feeds.parse` rejects it.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -21,6 +22,13 @@ from typing import Literal
 import aiohttp
 from yarl import URL
 
+from feeds.addresses import (
+    GuardedConnector,
+    IPAddress,
+    PrivateAddressRefused,
+    guarded_fetch,
+    is_private_address,
+)
 from feeds.encoding import GZIP_MAGIC, DecompressionError, gunzip_capped
 from feeds.errors import FetchError
 from feeds.schedule import parse_cache_control_max_age, parse_http_date, parse_retry_after
@@ -59,11 +67,18 @@ class FetchResult:
     http_status: int
 
 
-def make_session(*, limit: int = 100, limit_per_host: int = 4) -> aiohttp.ClientSession:
+def make_session(
+    *,
+    limit: int = 100,
+    limit_per_host: int = 4,
+    is_private: Callable[[IPAddress], bool] = is_private_address,
+) -> aiohttp.ClientSession:
     """A session for polling: bounded connection pool, cached DNS, no cookies shared between
-    feeds, transparent gzip/deflate. Create it inside the running event loop; close it on
-    shutdown."""
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host, ttl_dns_cache=300)
+    feeds, transparent gzip/deflate, and connections checked against `is_private` (see
+    `feeds.addresses`). Create it inside the running event loop; close it on shutdown."""
+    connector = GuardedConnector(
+        is_private=is_private, limit=limit, limit_per_host=limit_per_host, ttl_dns_cache=300
+    )
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -107,6 +122,11 @@ class Fetcher:
     ) -> None:
         if max_bytes < 1 or max_concurrency < 1 or per_host < 1:
             raise ValueError("max_bytes, max_concurrency and per_host must be positive")
+        if not isinstance(session.connector, GuardedConnector):
+            raise ValueError(
+                "the session must come from make_session (its connector checks "
+                "where redirects lead)"
+            )
         self._session = session
         self._user_agent = user_agent
         self._max_bytes = max_bytes
@@ -186,18 +206,28 @@ class Fetcher:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         try:
-            async with self._session.get(
-                url,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=True,
-                max_redirects=self._max_redirects,
-            ) as resp:
-                moment = now or datetime.now(UTC)
-                body = await self._read_body(url, resp, moment)
-                return self._result(url, resp, body, etag, last_modified, previous_hash, moment)
+            with guarded_fetch():
+                async with self._session.get(
+                    url,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=True,
+                    max_redirects=self._max_redirects,
+                ) as resp:
+                    moment = now or datetime.now(UTC)
+                    body = await self._read_body(url, resp, moment)
+                    return self._result(url, resp, body, etag, last_modified, previous_hash, moment)
         except FetchError:
             raise
+        except PrivateAddressRefused as e:
+            raise FetchError(
+                f"{url}: the server redirects to {e.url}, which is at {e.ip}, an address on a "
+                "private network or this machine; a feed on the internet may not lead libhub "
+                "there, so it was not followed. Ask the publisher to fix the redirect, or "
+                "configure the feed's final address if it really is on your network",
+                url=url,
+                transient=False,
+            ) from e
         except TimeoutError as e:
             total = f", total {self._total_timeout:g} s" if self._total_timeout else ""
             raise FetchError(

@@ -43,7 +43,7 @@ from feeds.encoding import (
 from feeds.errors import NotAFeedError, ParseError
 from feeds.fastparse import parse_plain_rss
 from feeds.sanitize import html_to_text, sanitize_html
-from feeds.schedule import dedupe_keys
+from feeds.schedule import KeyEntry, dedupe_keys
 
 __all__ = [
     "GZIP_MAGIC",
@@ -71,9 +71,12 @@ class Enclosure:
 
 @dataclass(frozen=True)
 class ParsedItem:
-    """One entry. `key` is unique within its feed: guid/id, else link, else a hash of
-    title+link (see `_item_key`); `published` falls back to the updated date; all datetimes
-    are aware UTC. `summary_html` is already sanitized."""
+    """One entry. `key` is unique within its document: `guid` (the item's own key: guid/id,
+    else link, else a hash of title+link, see `_item_key`), or one derived from it when
+    another item of the document has the same guid (`feeds.schedule.dedupe_keys`; a caller
+    that stores items decides again knowing what it stored, from `guid`). `published` falls
+    back to the updated date; all datetimes are aware UTC. `summary_html` is already
+    sanitized."""
 
     key: str
     title: str
@@ -86,6 +89,11 @@ class ParsedItem:
     enclosures: tuple[Enclosure, ...]
     content_hash: str
     event_start: datetime | None = None
+    guid: str = ""
+
+    def key_entry(self) -> KeyEntry:
+        """What `feeds.schedule.dedupe_keys` needs to know of this item."""
+        return KeyEntry(self.guid or self.key, self.title, self.link, self.content_hash)
 
 
 @dataclass(frozen=True)
@@ -150,15 +158,18 @@ def _http_url(value: object, base: str | None) -> str | None:
 
 
 def _unwrap_redirect(url: str | None) -> str | None:
-    """Google Alerts wraps every link in google.com/url?url=...; link to the article itself."""
+    """Google Alerts wraps every link in google.com/url?url=...; link to the article itself.
+
+    The target comes out of the query percent-decoded ("%0A" is a line break again), so it
+    goes through `_http_url`'s check like any link: a redirect cannot smuggle in lines."""
     if not url:
         return url
     parts = urlsplit(url)
     if parts.path == "/url" and re.fullmatch(r"(www\.)?google\.[a-z.]+", parts.netloc):
         query = parse_qs(parts.query)
         for name in ("url", "q"):
-            target = query.get(name, [""])[0]
-            if urlsplit(target).scheme in ("http", "https"):
+            target = _http_url(query.get(name, [""])[0], None)
+            if target is not None:
                 return target
     return url
 
@@ -346,9 +357,11 @@ def parse_feed(
         published = entry_date(entry, "published", month_first, notes) or updated
         published = published or entry_date(entry, "created", month_first, notes)
         content_hash = _content_hash(item_title, link, summary)
+        key = _item_key(entry, item_title, link, summary)
         drafts.append(
             ParsedItem(
-                key=_item_key(entry, item_title, link, summary),
+                key=key,
+                guid=key,
                 title=item_title or _fallback_title(summary, link),
                 link=link,
                 published=published,
@@ -363,15 +376,15 @@ def parse_feed(
 
     if empty:
         warnings.append(f"{empty} empty item(s) (no title, link, id or content) were skipped")
-    keys = dedupe_keys((d.key, d.content_hash) for d in drafts)
+    keys = dedupe_keys([d.key_entry() for d in drafts])
     items: list[ParsedItem] = []
     renamed = 0
-    for draft, key in zip(drafts, keys, strict=True):
-        if key is None:
+    for draft, unique in zip(drafts, keys, strict=True):
+        if unique is None:
             continue
-        if key != draft.key:
+        if unique != draft.key:
             renamed += 1
-            draft = ParsedItem(**{**draft.__dict__, "key": key})
+            draft = ParsedItem(**{**draft.__dict__, "key": unique})
         items.append(draft)
     if renamed:
         warnings.append(

@@ -8,15 +8,19 @@ lower bounds on the next check, capped so a misconfigured server cannot silence 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 
 __all__ = [
+    "KeyEntry",
     "backoff_delay",
     "dedupe_keys",
+    "derived_key",
     "jittered_interval",
     "next_check",
     "parse_cache_control_max_age",
@@ -161,31 +165,90 @@ def parse_cache_control_max_age(value: str | None) -> float | None:
     return max_age
 
 
-def dedupe_keys(entries: Iterable[tuple[str, str]]) -> list[str | None]:
-    """Make item keys unique within one feed document, deterministically.
+class KeyEntry(NamedTuple):
+    """What key disambiguation knows of one item: its own key (guid/id, else link, ...),
+    its title and link (who it is) and the hash of its title, link and summary."""
 
-    `entries` are (key, content_hash) pairs in document order. The first item with a key keeps
-    it unchanged, so an item already stored under its guid keeps matching when a publisher
-    starts reusing that guid. Each later item with the same key but different content becomes
-    `key + "#" + content_hash[:12]`: the suffix comes from the item's own title, link and
-    summary rather than its position, so inserting or removing other items never moves a key
-    from one item to another. A later item with the same key *and* the same content is the same
-    item listed twice and gets None (the caller drops it).
+    key: str
+    title: str
+    link: str | None
+    content_hash: str
+
+
+def _same_item(a: KeyEntry, b: KeyEntry) -> bool:
+    """Two versions of one item: a publisher's edit changes the text, the title or the link,
+    rarely both the title and the link at once; a new item under an old guid differs in both."""
+    return a.title == b.title or (a.link is not None and a.link == b.link)
+
+
+def derived_key(entry: KeyEntry) -> str:
+    """The key an item gets when its own key belongs to another item: the suffix comes from
+    the item's title and link, not from its position or text, so it stays the same across
+    polls, other items coming and going, and edits of its text."""
+    who = hashlib.sha256(f"{entry.title}\x1f{entry.link or ''}".encode()).hexdigest()
+    return f"{entry.key}#{who[:12]}"
+
+
+def dedupe_keys(entries: Sequence[KeyEntry], stored: Iterable[KeyEntry] = ()) -> list[str | None]:
+    """The key under which to store each item of one feed document, deterministically.
+
+    `entries` are in document order; `stored` are the items already stored for this feed
+    under any of the entries' keys or content hashes (their `key` is the stored key). Keys
+    must never move from one item to another: the stored item's Matrix post would be edited
+    into the other item's text, and the other item would never be posted. So, in this order
+    of precedence, each key going to at most one entry:
+
+    1. an entry identical to a stored item (same content hash) keeps that item's key, even if
+       its guid changed (gained, lost, swapped): it was delivered already;
+    2. an entry whose own key is stored for a version of the same item (same title or same
+       link: an edit) gets that key;
+    3. an entry whose own key is not stored gets it (the first in document order, if several);
+    4. every other entry (its key is stored for a different item, or taken in this document)
+       gets `derived_key`, or if that is taken too, the key with its content hash.
+
+    An entry with the same content as an earlier one is the same item listed twice: None
+    (the caller drops it).
     """
-    seen: set[str] = set()
-    seen_content: set[tuple[str, str]] = set()
-    result: list[str | None] = []
-    for key, content_hash in entries:
-        if (key, content_hash) in seen_content:
-            result.append(None)
+    result: list[str | None] = [None] * len(entries)
+    by_key = {s.key: s for s in stored}
+    by_content: dict[str, str] = {}
+    for s in sorted(by_key.values(), key=lambda s: s.key):
+        by_content.setdefault(s.content_hash, s.key)
+    taken: set[str] = set()
+    todo: list[int] = []
+    contents: set[str] = set()
+    for i, entry in enumerate(entries):
+        if entry.content_hash not in contents:
+            contents.add(entry.content_hash)
+            todo.append(i)
+
+    def give(i: int, key: str) -> None:
+        result[i] = key
+        taken.add(key)
+
+    for i in todo:  # 1. delivered already
+        key = by_content.get(entries[i].content_hash)
+        if key is not None and key not in taken:
+            give(i, key)
+    todo = [i for i in todo if result[i] is None]
+    for i in todo:  # 2. an edit of a stored item
+        entry = entries[i]
+        known = by_key.get(entry.key)
+        if known is not None and entry.key not in taken and _same_item(known, entry):
+            give(i, entry.key)
+    todo = [i for i in todo if result[i] is None]
+    for i in todo:  # 3. a new key; 4. somebody else's key
+        entry = entries[i]
+        if entry.key not in by_key and entry.key not in taken:
+            give(i, entry.key)
             continue
-        seen_content.add((key, content_hash))
-        candidate = key
-        if candidate in seen:
-            candidate = f"{key}#{content_hash[:12]}"
-            # A hash-prefix collision is astronomically unlikely; fall back to the full hash.
-            if candidate in seen:
-                candidate = f"{key}#{content_hash}"
-        seen.add(candidate)
-        result.append(candidate)
+        for candidate in (
+            derived_key(entry),
+            f"{entry.key}#{entry.content_hash[:12]}",
+            f"{entry.key}#{entry.content_hash}",
+        ):
+            # A stored derived key has the same title and link: the same item, edited.
+            if candidate not in taken:
+                give(i, candidate)
+                break
     return result

@@ -139,6 +139,44 @@ async def test_update_within_window_is_an_edit_and_outside_it_nothing(
         await service.close()
 
 
+async def test_a_view_counter_makes_no_edits_and_a_real_change_one(
+    synapse: DevHomeserver, bot: DevUser, reader: MatrixReader, publisher: Publisher, tmp_path: Path
+) -> None:
+    def page(views: str, text: str = "The branch opens late on Monday.") -> bytes:
+        summary = f"<p>{text}</p><p><small>Viewed {views} times · 3 comments</small></p>"
+        return rss("F", [FeedItem("v1", "Branch hours", summary=summary)])
+
+    room = await reader.create_room()
+    publisher.documents["f.xml"] = page("998")
+    service = await started(
+        settings_for(tmp_path, synapse.url, bot, publisher.url("f.xml"), [room])
+    )
+    try:
+        await service.poller.poll_due()
+        await drain(service)
+        # Every poll of the next two days sees another count: the item is stored anew, no edit.
+        for views in ("999", "1,000", "1,001", "12,345"):
+            publisher.documents["f.xml"] = page(views)
+            [outcome] = await service.poller.poll_due(force=True)
+            assert (outcome.updated, outcome.queued) == (1, 0), views
+            await drain(service)
+        [original] = await reader.messages(room, sender=bot.user_id)
+        assert "Viewed 998 times" in original["content"]["body"]
+        # A change a reader would notice: one edit, with the text of the day.
+        publisher.documents["f.xml"] = page("12,346", "The branch is closed on Monday.")
+        [outcome] = await service.poller.poll_due(force=True)
+        assert (outcome.updated, outcome.queued) == (1, 1)
+        await drain(service)
+        msgs = await reader.messages(room, sender=bot.user_id)
+        assert len(msgs) == 2
+        edit = msgs[1]["content"]
+        assert edit["m.relates_to"]["event_id"] == original["event_id"]
+        assert "closed on Monday" in edit["m.new_content"]["body"]
+        assert "Viewed 12,346 times" in edit["m.new_content"]["body"]
+    finally:
+        await service.close()
+
+
 async def test_edit_queued_before_its_post_went_out_is_not_a_second_post(
     synapse: DevHomeserver, bot: DevUser, reader: MatrixReader, publisher: Publisher, tmp_path: Path
 ) -> None:

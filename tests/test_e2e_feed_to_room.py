@@ -178,3 +178,48 @@ async def test_homeserver_down_service_keeps_running_and_reports_it(
         stop.set()
         await asyncio.wait_for(task, 10)
         await service.close()
+
+
+async def test_a_reused_guid_leaves_the_old_post_alone_and_posts_the_new_item_once(
+    synapse: DevHomeserver,
+    admin: DevUser,
+    reader: MatrixReader,
+    tmp_path: Path,
+    bot_env: dict[str, str],
+) -> None:
+    bot = await new_user(synapse, "bot", admin)
+    bot_env["E2E_BOT_PASSWORD"] = bot.password
+    room_id = await reader.create_room(invite=[bot.user_id])
+    old = FeedItem("p-17", "Budget approved", link="http://example.org/budget", summary="Yes.")
+    new = FeedItem("p-17", "Branch closes for repairs", link="http://example.org/repairs")
+    pub = await Publisher().start()
+    try:
+        pub.documents["f.xml"] = rss("F", [old])
+        service = await Service.create(
+            settings_for(tmp_path, synapse.url, bot, pub.url("f.xml"), room_id)
+        )
+        try:
+            await service.matrix.login()
+            await service.poller.prepare()
+            await service.poller.poll_due()
+            await drain(service)
+            # The publisher gives the old guid to a new item and lists newest first.
+            pub.documents["f.xml"] = rss("F", [new, old])
+            await service.poller.poll_due(force=True)
+            await drain(service)
+            await service.poller.poll_due(force=True)  # and once more: nothing changes
+            await drain(service)
+            msgs = await reader.messages(room_id, sender=bot.user_id)
+            assert not [m for m in msgs if "m.relates_to" in m["content"]], "a post was edited"
+            assert [m["content"]["body"].splitlines()[0] for m in msgs] == [
+                "News · Network news: Budget approved",
+                "News · Network news: Branch closes for repairs",
+            ]
+            assert [m["content"].get("external_url") for m in msgs] == [
+                "http://example.org/budget",
+                "http://example.org/repairs",
+            ]
+        finally:
+            await service.close()
+    finally:
+        await pub.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ipaddress
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from feeds.addresses import IPAddress, is_private_address
 from feeds.errors import FetchError, NotAFeedError
 from feeds.fetch import Fetcher, make_session
 from feeds.parse import parse_feed
@@ -419,3 +421,110 @@ async def test_concurrency_is_bounded_per_host_and_overall(
     assert gate.max_in_flight == 3
     assert one.app[STATE].max_in_flight == 2 and two.app[STATE].max_in_flight <= 2
     assert f._hosts == {}  # per-host slots are released when idle
+
+
+# ---------------------------------------------------------------- redirects to private addresses
+
+PLAYS_PUBLIC = ipaddress.ip_address("127.0.0.2")
+
+
+def public_127_0_0_2(ip: IPAddress) -> bool:
+    """The address rule of the tests: 127.0.0.2 plays a host on the internet."""
+    return ip != PLAYS_PUBLIC and is_private_address(ip)
+
+
+@pytest.mark.parametrize(
+    ("address", "private"),
+    [
+        ("127.0.0.1", True),
+        ("10.1.2.3", True),
+        ("192.168.0.1", True),
+        ("169.254.169.254", True),  # cloud metadata
+        ("100.64.0.1", True),  # shared (carrier-grade NAT)
+        ("0.0.0.0", True),
+        ("::1", True),
+        ("fe80::1", True),
+        ("fd00::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("224.0.0.1", True),
+        ("93.184.216.34", False),
+        ("2606:2800:220:1:248:1893:25c8:1946", False),
+    ],
+)
+def test_is_private_address(address: str, private: bool) -> None:
+    assert is_private_address(ipaddress.ip_address(address)) is private
+
+
+@dataclass
+class Hostile:
+    """A feed server on 127.0.0.2 (playing public) that redirects wherever it is told, and
+    a loopback-only service on 127.0.0.1 with a /metrics page it must not reach."""
+
+    public: TestServer
+    local: TestServer
+    metrics_hits: list[str]
+
+    def redirect(self, to: str) -> str:
+        return str(self.public.make_url("/go").with_query(to=to))
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Hostile]:
+    hits: list[str] = []
+
+    async def go(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["to"])
+
+    async def feed(request: web.Request) -> web.Response:
+        return web.Response(body=FEED, content_type="application/rss+xml")
+
+    async def metrics(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(text="libhub_items_total 42\n")
+
+    public_app = web.Application()
+    public_app.router.add_get("/go", go)
+    public_app.router.add_get("/feed", feed)
+    local_app = web.Application()
+    local_app.router.add_get("/metrics", metrics)
+    local_app.router.add_get("/go", go)
+    local_app.router.add_get("/feed", feed)
+    public = TestServer(public_app, host="127.0.0.2")
+    local = TestServer(local_app, host="127.0.0.1")
+    await public.start_server()
+    await local.start_server()
+    try:
+        yield Hostile(public, local, hits)
+    finally:
+        await public.close()
+        await local.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_public_feed_cannot_redirect_to_a_local_address(
+    hostile: Hostile, host: str
+) -> None:
+    target = f"http://{host}:{hostile.local.port}/metrics"
+    async with make_session(is_private=public_127_0_0_2) as s:
+        with pytest.raises(FetchError) as caught:
+            await fetcher(s).fetch(hostile.redirect(target))
+        # The same connector still fetches from the public host (and its own redirects).
+        ok = await fetcher(s).fetch(hostile.redirect(str(hostile.public.make_url("/feed"))))
+    assert hostile.metrics_hits == []
+    assert not caught.value.transient
+    assert "private network or this machine" in str(caught.value)
+    assert target in str(caught.value) and "127.0.0.1" in str(caught.value)
+    assert ok.status == "ok" and ok.body == FEED
+
+
+async def test_a_feed_on_the_local_network_may_redirect_within_it(hostile: Hostile) -> None:
+    target = str(hostile.local.make_url("/feed"))
+    async with make_session(is_private=public_127_0_0_2) as s:
+        result = await fetcher(s).fetch(str(hostile.local.make_url("/go").with_query(to=target)))
+    assert result.status == "ok" and result.url == target
+
+
+async def test_a_fetcher_needs_the_checking_session() -> None:
+    async with aiohttp.ClientSession() as plain:
+        with pytest.raises(ValueError, match="make_session"):
+            fetcher(plain)

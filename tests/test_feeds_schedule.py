@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from feeds.schedule import (
+    KeyEntry,
     backoff_delay,
     dedupe_keys,
+    derived_key,
     jittered_interval,
     next_check,
     parse_cache_control_max_age,
@@ -165,27 +167,55 @@ def test_parse_http_date() -> None:
     assert parse_http_date(None) is None
 
 
+def e(key: str, name: str, text: str = "", *, title: str | None = None) -> KeyEntry:
+    """An item called `name` (its title, unless given, and its link) under its own `key`."""
+    return KeyEntry(
+        key, name if title is None else title, f"http://x.example/{name}", f"{name}:{text}"
+    )
+
+
+def d(key: str, name: str, *, title: str | None = None) -> str:
+    return derived_key(e(key, name, title=title))
+
+
 @pytest.mark.parametrize(
-    ("entries", "expected"),
+    ("entries", "stored", "expected"),
     [
-        ([("a", "h1"), ("b", "h2")], ["a", "b"]),
-        # Same guid, different content: the first keeps the guid, later ones get a suffix.
-        ([("g", "1" * 64), ("g", "2" * 64)], ["g", "g#" + "2" * 12]),
-        ([("g", "1" * 64), ("x", "3" * 64), ("g", "2" * 64)], ["g", "x", "g#" + "2" * 12]),
-        # Same guid and content: listed twice, dropped.
-        ([("g", "1" * 64), ("g", "1" * 64)], ["g", None]),
-        # Suffix collides with a real key: the full hash is used.
-        ([("g#" + "2" * 12, "9" * 64), ("g", "1" * 64), ("g", "2" * 64)],
-         ["g#" + "2" * 12, "g", "g#" + "2" * 64]),
-        ([], []),
+        ([e("a", "A"), e("b", "B")], [], ["a", "b"]),
+        # Same guid in one document, nothing stored: the first keeps it.
+        ([e("g", "A"), e("g", "B")], [], ["g", d("g", "B")]),
+        ([e("g", "A"), e("x", "X"), e("g", "B")], [], ["g", "x", d("g", "B")]),
+        # Same item listed twice: dropped, whatever its guid says.
+        ([e("g", "A"), e("g", "A")], [], ["g", None]),
+        ([e("g", "A"), e("h", "A")], [], ["g", None]),
+        # A reused guid, newest first: the stored item keeps its key, the newcomer is new.
+        ([e("g", "NEW"), e("g", "OLD")], [e("g", "OLD")], [d("g", "NEW"), "g"]),
+        # ... and when the old item has left the document.
+        ([e("g", "NEW")], [e("g", "OLD")], [d("g", "NEW")]),
+        # An edit of the stored item's text, or its title, or its link, keeps the key.
+        ([e("g", "A", "v2")], [e("g", "A", "v1")], ["g"]),
+        ([e("g", "A", title="A, corrected")], [e("g", "A")], ["g"]),
+        ([KeyEntry("g", "A", "http://x.example/moved", "m")], [e("g", "A")], ["g"]),
+        # Two edits of one stored item in one document: the first is the edit.
+        ([e("g", "A", "v2"), e("g", "A", "v3")], [e("g", "A", "v1")], ["g", d("g", "A")]),
+        # Guids swapped, gained, lost: an item already delivered keeps its stored key.
+        ([e("b", "A"), e("a", "B")], [e("a", "A"), e("b", "B")], ["a", "b"]),
+        ([e("http://x.example/A", "A")], [e("guid-1", "A")], ["guid-1"]),
+        ([e("guid-1", "A")], [e("http://x.example/A", "A")], ["http://x.example/A"]),
+        # A newcomer taking the guid of an item already derived-keyed.
+        ([e("g", "C"), e("g", "A"), e("g", "B")], [e("g", "A"), KeyEntry(d("g", "B"), "B", "http://x.example/B", "B:")],
+         [d("g", "C"), "g", d("g", "B")]),
+        ([], [], []),
     ],
 )  # fmt: skip
-def test_dedupe_keys(entries: list[tuple[str, str]], expected: list[str | None]) -> None:
-    assert dedupe_keys(entries) == expected
+def test_dedupe_keys(
+    entries: list[KeyEntry], stored: list[KeyEntry], expected: list[str | None]
+) -> None:
+    assert dedupe_keys(entries, stored) == expected
 
 
-def test_dedupe_suffix_does_not_depend_on_position() -> None:
-    first = dedupe_keys([("g", "1" * 64), ("g", "2" * 64), ("g", "3" * 64)])
-    reordered = dedupe_keys([("g", "1" * 64), ("g", "3" * 64), ("g", "2" * 64)])
-    assert set(first) == set(reordered)
-    assert first[1] == reordered[2] == "g#" + "2" * 12
+def test_derived_key_does_not_depend_on_position_or_text() -> None:
+    first = dedupe_keys([e("g", "A"), e("g", "B"), e("g", "C")])
+    reordered = dedupe_keys([e("g", "A"), e("g", "C", "edited"), e("g", "B")])
+    assert first[1] == reordered[2] == d("g", "B")
+    assert first[2] == reordered[1] == d("g", "C")

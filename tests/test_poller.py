@@ -4,7 +4,7 @@ edited, vanishing and returning items; health records and one ops notice per out
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +16,7 @@ from network.polling.poller import Poller
 from network.routing.router import Router
 from network.settings.loading import Duration
 from network.settings.model import Settings, parse_settings
-from network.storage import FeedState, Storage
+from network.storage import FeedState, ItemInput, Storage
 from tests.publisher import FeedItem, Publisher, Scripted, rss
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -318,3 +318,31 @@ password_env = "X"
         base_dir=tmp_path,
     )
     assert await rig.poller._seconds_to_next_due() == 60.0
+
+
+async def test_a_reused_guid_stays_with_its_item_and_the_newcomer_is_new(rig: Rig) -> None:
+    # Publishers list newest first; this one gives an old item's guid to a new item.
+    old = FeedItem("a", "Budget approved", link="http://example.org/budget", summary="Yes.")
+    new = FeedItem("a", "Branch closes for repairs", link="http://example.org/repairs")
+    delivered: list[str] = []
+
+    async def hook(feed_id: str, items: Sequence[ItemInput], now: datetime) -> None:
+        delivered.extend(i.title for i in items)  # what the mail digests receive
+
+    rig.poller.item_hooks.append(hook)
+    rig.pub.documents["f.xml"] = doc(old)
+    await rig.poll()
+    rig.pub.documents["f.xml"] = doc(new, old)
+    [o] = await rig.poller.poll_due(force=True)
+    assert (o.new, o.updated, o.queued) == (1, 0, 1)
+    assert delivered == ["Budget approved", "Branch closes for repairs"]
+    rows = await rig.storage.fetchall("SELECT key, title FROM items ORDER BY id")
+    assert [r["title"] for r in rows] == ["Budget approved", "Branch closes for repairs"]
+    assert rows[0]["key"] == "a" and rows[1]["key"].startswith("a#")
+    outbox = await rig.storage.fetchall("SELECT action, item_id FROM outbox ORDER BY id")
+    assert [r["action"] for r in outbox] == ["post", "post"]
+    # The next polls change nothing, whichever of the two the feed still lists.
+    for listing in ((new, old), (new,), (old, new)):
+        rig.pub.documents["f.xml"] = doc(*listing)
+        [o] = await rig.poller.poll_due(force=True)
+        assert (o.new, o.updated, o.queued) == (0, 0, 0), listing

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from feeds.classify import DEFAULT_RULES, KindRule, enrich
@@ -21,7 +21,8 @@ from feeds.errors import FeedError, FetchError, NotAFeedError
 from feeds.fetch import Fetcher, FetchResult
 from feeds.parse import ParsedItem
 from feeds.parsepool import parse_feed_in_process, shutdown_parse_pool
-from feeds.schedule import HINT_CAP_S, backoff_delay, next_check
+from feeds.schedule import HINT_CAP_S, backoff_delay, dedupe_keys, next_check
+from network.polling.changes import worth_an_edit
 from network.routing.router import Router
 from network.settings.model import FeedSettings, Settings
 from network.storage import FeedState, ItemInput, Storage, StoreResult
@@ -308,7 +309,8 @@ class Poller:
             return await self._failed(feed, state, e, now)
         if parsed.ttl_seconds:
             next_at = max(next_at, now + timedelta(seconds=min(parsed.ttl_seconds, HINT_CAP_S)))
-        stored = await self._store(feed, state, parsed.items, now)
+        items = await self._rekey(feed, parsed.items)
+        stored = await self._store(feed, state, items, now)
         await self.storage.update_feed(
             feed.id,
             url=url,
@@ -329,6 +331,21 @@ class Poller:
         return PollOutcome(
             feed.id, "ok", new=stored.new, updated=stored.updated, queued=stored.queued
         )
+
+    async def _rekey(self, feed: FeedSettings, items: Sequence[ParsedItem]) -> list[ParsedItem]:
+        """The parser chose keys knowing only the document; choose again knowing what is
+        stored, so a guid the publisher gives to a new item stays with the item it named
+        (its post is not edited into the newcomer, which is posted under a key of its own)."""
+        entries = [i.key_entry() for i in items]
+        stored = await self.storage.stored_key_facts(
+            feed.id, [e.key for e in entries], [e.content_hash for e in entries]
+        )
+        keys = dedupe_keys(entries, stored)
+        return [
+            item if key == item.key else replace(item, key=key)
+            for item, key in zip(items, keys, strict=True)
+            if key is not None
+        ]
 
     async def _store(
         self, feed: FeedSettings, state: FeedState, items: Sequence[ParsedItem], now: datetime
@@ -380,6 +397,7 @@ class Poller:
             post=post,
             edit_window=self.settings.delivery.edit_window,
             now=now,
+            worth_an_edit=worth_an_edit,
         )
         if stored.new and self.item_hooks:
             postable = [i for i in inputs if i.key in unseen and post(i)]

@@ -13,7 +13,15 @@ from network.storage.cohorts import CommunityStore
 from network.storage.digest_runs import DigestRunStore
 from network.storage.feeds import FeedStore
 from network.storage.outbox import OutboxStore
-from network.storage.records import FeedState, Item, ItemInput, OutboxRow, StoreResult, Target
+from network.storage.records import (
+    FeedState,
+    Item,
+    ItemInput,
+    OutboxRow,
+    StoredText,
+    StoreResult,
+    Target,
+)
 from network.storage.state import StateStore
 from network.storage.subscribers import SubscriberStore
 
@@ -40,6 +48,7 @@ __all__ = [
     "OutboxRow",
     "Storage",
     "StoreResult",
+    "StoredText",
     "Target",
     "from_iso",
     "now_iso",

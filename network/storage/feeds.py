@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from network.storage.base import Database, now_iso
-from network.storage.records import FeedState, Item, ItemInput, StoreResult, Target
+from feeds.schedule import KeyEntry
+from network.storage.base import Database, from_iso, now_iso
+from network.storage.records import FeedState, Item, ItemInput, StoredText, StoreResult, Target
 
 # Columns the poller may write through update_feed(); anything else is a bug.
 _FEED_COLUMNS = frozenset(
@@ -79,6 +80,26 @@ class FeedStore(Database):
         rows = await self.fetchall("SELECT status, COUNT(*) AS n FROM feeds GROUP BY status")
         return {str(r["status"]): int(r["n"]) for r in rows}
 
+    async def stored_key_facts(
+        self, feed_id: str, keys: Sequence[str], content_hashes: Sequence[str]
+    ) -> list[KeyEntry]:
+        """The feed's stored items under any of `keys` or with any of `content_hashes`: what
+        `feeds.schedule.dedupe_keys` must know to keep every key with the item it names."""
+        found: dict[str, KeyEntry] = {}
+        for column, values in (("key", keys), ("content_hash", content_hashes)):
+            unique = list(dict.fromkeys(values))
+            # 500 values stay under any SQLite's host-parameter limit (999 before 3.32).
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                rows = await self.fetchall(
+                    "SELECT key, title, link, content_hash FROM items WHERE feed_id = ? "
+                    f"AND {column} IN ({','.join('?' * len(chunk))})",
+                    (feed_id, *chunk),
+                )
+                for r in rows:
+                    found[r["key"]] = KeyEntry(r["key"], r["title"], r["link"], r["content_hash"])
+        return list(found.values())
+
     async def store_items(
         self,
         feed_id: str,
@@ -88,13 +109,15 @@ class FeedStore(Database):
         post: Callable[[ItemInput], bool],
         edit_window: timedelta,
         now: datetime,
+        worth_an_edit: Callable[[StoredText, ItemInput], bool] | None = None,
     ) -> StoreResult:
         """Store one poll's items and queue their deliveries in the same transaction.
 
         A new item gets one outbox row per target when ``post(item)`` says so (initial
         sync and too-old items are stored as seen only). A known item whose content hash
         changed gets a new version and, for Matrix messages sent within ``edit_window``,
-        an edit row. Nothing is queued twice: the outbox's unique key forbids it.
+        an edit row, unless ``worth_an_edit(what was stored, item)`` says a reader would
+        not notice the change. Nothing is queued twice: the outbox's unique key forbids it.
         """
         new = updated = unchanged = queued = 0
         stamp = now_iso(now)
@@ -135,7 +158,8 @@ class FeedStore(Database):
                 for start in range(0, len(keys), 500):
                     chunk = keys[start : start + 500]
                     async with conn.execute(
-                        "SELECT key, id, content_hash, version FROM items WHERE feed_id = ? "
+                        "SELECT key, id, content_hash, version, title, link, summary_html, "
+                        "event_start FROM items WHERE feed_id = ? "
                         f"AND key IN ({','.join('?' * len(chunk))})",
                         (feed_id, *chunk),
                     ) as cur:
@@ -144,9 +168,15 @@ class FeedStore(Database):
 
             # key -> (id, content_hash, version) of stored items; new ones are added as they
             # are inserted, so a key listed twice behaves as if stored one by one.
+            found = await known_rows(list(dict.fromkeys(i.key for i in items)))
             known = {
                 k: (int(r["id"]), str(r["content_hash"]), int(r["version"]))
-                for k, r in (await known_rows(list(dict.fromkeys(i.key for i in items)))).items()
+                for k, r in found.items()
+            }
+            # key -> what readers were shown, for worth_an_edit (kept current like `known`).
+            shown = {
+                k: StoredText(r["title"], r["link"], r["summary_html"], from_iso(r["event_start"]))
+                for k, r in found.items()
             }
             pending: dict[str, ItemInput] = {}  # new items not inserted yet, by key
 
@@ -164,6 +194,7 @@ class FeedStore(Database):
                 for item in batch:
                     item_id = int(ids[item.key]["id"])
                     known[item.key] = (item_id, item.content_hash, 1)
+                    shown[item.key] = _text(item)
                     if post(item):
                         for t in targets(item):
                             row = (item_id, 1, "post", t.target_type, t.target, t.channel)
@@ -194,7 +225,11 @@ class FeedStore(Database):
                     (*values(item), version, stamp, item_id),
                 )
                 known[item.key] = (item_id, item.content_hash, version)
+                before = shown[item.key] if item.key in shown else _text(first)
+                shown[item.key] = _text(item)
                 updated += 1
+                if worth_an_edit is not None and not worth_an_edit(before, item):
+                    continue  # stored anew; the posted message stays as it is
                 # The window counts from when the post went out. A post still waiting
                 # will show the new content anyway; a post folded into a grouped message
                 # ('skipped') is never edited.
@@ -225,6 +260,11 @@ class FeedStore(Database):
     async def item_count(self) -> int:
         row = await self.fetchone("SELECT COUNT(*) FROM items")
         return int(row[0]) if row else 0
+
+
+def _text(item: ItemInput | None) -> StoredText:
+    assert item is not None
+    return StoredText(item.title, item.link, item.summary_html, item.event_start)
 
 
 async def _queue(

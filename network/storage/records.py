@@ -73,6 +73,16 @@ class ItemInput:
 
 
 @dataclass(frozen=True)
+class StoredText:
+    """What a reader saw of a stored item: for deciding whether a change is worth an edit."""
+
+    title: str
+    link: str | None
+    summary_html: str
+    event_start: datetime | None
+
+
+@dataclass(frozen=True)
 class Item:
     id: int
     feed_id: str
