@@ -148,6 +148,17 @@ class DigestRunStore(Database):
                 )
         return runs
 
+    async def renew_leases(self, run_ids: Sequence[int], *, until: datetime) -> None:
+        """Extend the lease of runs still being sent (the sender's heartbeat): a live
+        sender keeps them; a dead one stops renewing and they are due at ``until``."""
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            await self.execute(
+                f"UPDATE digest_runs SET next_attempt = ? WHERE status = 'pending' "
+                f"AND id IN ({','.join('?' * len(chunk))})",
+                (now_iso(until), *chunk),
+            )
+
     async def run_sent(self, run: DigestRun, *, now: datetime) -> None:
         """Mark one run sent: a single statement (one commit), made the moment the server
         accepted the message, so a crash can repeat at most the messages in flight."""

@@ -1,6 +1,8 @@
 """Sending digests: lease due runs, render each distinct content once, send, record.
 
-Due pending runs are leased (a crashed sender's lease runs out and the run is due again),
+Due pending runs are leased for a short ``LEASE``, renewed by a heartbeat every third of it
+while the batch is being sent (a killed sender stops renewing, so its runs are due again
+within ``LEASE``),
 rendered (one render per distinct content, links filled in per person) and sent over at most
 ``email.max_connections`` reused SMTP connections or through apprise.
 
@@ -8,7 +10,7 @@ Delivery is **at-least-once with a window of milliseconds**: a run is marked sen
 after the SMTP server accepted the message, in its own transaction. Marking before sending
 would make a crash lose digests ("nobody gets none" matters more); the cost is that a hard
 crash between the server's "250 OK" and that commit sends that one message again after the
-lease (10 minutes). A clean stop (cancelling the runner, closing the service) lets messages
+lease (``LEASE``). A clean stop (cancelling the runner, closing the service) lets messages
 in flight finish and be marked, and gives back leases of runs not yet tried, so restarts
 send nothing twice. What a result costs (bounces, retries) is outcomes.py.
 
@@ -59,6 +61,9 @@ _MANAGE = "https://libhub.invalid/__manage_link__"
 _UNSUBSCRIBE = "https://libhub.invalid/__unsubscribe_link__"
 RENDER_CACHE = 256
 STATUS_MAX_AGE = timedelta(seconds=1)
+# Short, so a killed sender's runs wait little; the heartbeat keeps a live sender's (the
+# lease must outlast one heartbeat interval plus a slow database write).
+LEASE = timedelta(minutes=2)
 
 
 def utcnow() -> datetime:
@@ -104,6 +109,7 @@ class _Batch:
     links: Links
     now: datetime
     sent_to: set[int] = field(default_factory=set)  # subscribers whose message went out
+    settled: set[int] = field(default_factory=set)  # runs whose outcome is being recorded
     relay_down: list[str] = field(default_factory=list)  # why the relay could not be used
 
 
@@ -117,7 +123,7 @@ class DigestSender:
         subscriptions: Subscriptions,
         *,
         clock: Callable[[], datetime] = utcnow,
-        lease: timedelta = timedelta(minutes=10),
+        lease: timedelta = LEASE,
         batch: int = 500,
     ) -> None:
         self.settings = settings
@@ -267,6 +273,7 @@ class DigestSender:
             except Exception as e:  # this run's trouble only: it costs the run an attempt
                 log.exception("digest run %d failed; it is tried again later", run.id)
                 handed.add(run.id)  # recorded here, not given back
+                b.settled.add(run.id)
                 error = f"{type(e).__name__}: {e}"
                 await record_retry(
                     self.storage, self.settings.digests, run, error, report, now=self.clock()
@@ -276,6 +283,7 @@ class DigestSender:
             sub = await b.subs.get(run.subscriber_id)  # they may have left since the lease
             if sub is None or sub.status != "active":
                 status = sub.status if sub else "deleted"
+                b.settled.add(run.id)
                 await self.storage.run_finished(run, status="dropped", error=status)
                 report.dropped += 1
                 return
@@ -283,6 +291,7 @@ class DigestSender:
                 return  # left untried: given back below, due when the relay may be back
             shared = self._content(b, run, sub)
             if shared is None:
+                b.settled.add(run.id)
                 await self.storage.run_finished(
                     run, status="dropped", error="nothing left for the current topics"
                 )
@@ -298,6 +307,7 @@ class DigestSender:
             if progress is not None:
                 progress(report)
 
+        heartbeat = asyncio.create_task(self._heartbeat(b), name="digest-lease-heartbeat")
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self.postman.parallelism, len(per_subscriber))):
@@ -305,6 +315,8 @@ class DigestSender:
         finally:
             if self._inflight:
                 await asyncio.wait(set(self._inflight), timeout=60)
+            heartbeat.cancel()
+            await asyncio.wait([heartbeat])
             await asyncio.shield(self.storage.note_sent(sorted(b.sent_to)))
             # Runs leased but never handed to a delivery task (a clean stop) are due again
             # at once, or when the relay may be back; a dropped run caught half-way is
@@ -313,6 +325,20 @@ class DigestSender:
             if untried:
                 due = self.clock() + (self._relay_wait() if b.relay_down else timedelta(0))
                 await asyncio.shield(self.storage.release_runs(untried, now=due))
+
+    async def _heartbeat(self, b: _Batch) -> None:
+        """Renew the lease of the batch's runs whose outcome is not being recorded yet."""
+        every = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            # Settled runs are left alone: their next attempt is what their outcome set.
+            open_ids = [r.id for r in b.runs if r.id not in b.settled]
+            if not open_ids:
+                continue
+            try:
+                await self.storage.renew_leases(open_ids, until=self.clock() + self.lease)
+            except Exception:  # the next beat tries again; the lease leaves some room
+                log.exception("cannot renew the lease of %d digest runs", len(open_ids))
 
     async def _deliver(
         self, run: DigestRun, sub: Subscriber, mail: ListMail, b: _Batch, report: SendReport
@@ -335,6 +361,7 @@ class DigestSender:
             b.relay_down.append(result.detail)
         elif sub.channel == "email":
             self._relay_failures = 0  # the relay answered, whatever it said
+        b.settled.add(run.id)
         await record_result(
             self.storage,
             self.settings.digests,
