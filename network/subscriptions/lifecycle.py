@@ -4,7 +4,8 @@ Owns the life of a subscription: a request (rate-limited per address, with the s
 answer whether the address is known or not), its confirmation through a signed,
 single-use, expiring link (only then does the address become a subscriber: nothing but
 the confirmation message is ever sent to an unconfirmed address), changes through the
-manage link, and leaving. `subscribe_from_matrix` is the bot's ``!subscribe``.
+manage link, and leaving. `subscribe_from_matrix` is the bot's ``!subscribe`` (limited per
+Matrix sender and server like the web forms per client: limits.py).
 
 Topics and addresses are in topics.py, sending and links in postman.py.
 """
@@ -30,6 +31,7 @@ from network.storage.subscribers import (
     TokenAlreadyUsed,
 )
 from network.subscriptions.digests.schedule import FREQUENCIES
+from network.subscriptions.limits import SenderLimit
 from network.subscriptions.postman import Links, Postman, render_message
 from network.subscriptions.topics import (
     WEEKDAYS,
@@ -94,6 +96,8 @@ class Subscriptions:
         self.clock = clock
         self._secret = secret
         self.network_name = postman.network_name
+        # The bot's !subscribe, per Matrix sender and server (the web forms count per client).
+        self.sender_limit = SenderLimit.from_settings(settings.web)
 
     @property
     def links(self) -> Links:
@@ -319,6 +323,13 @@ _BOT_USAGE = (
 )
 
 
+def _bot_too_many(window_seconds: float) -> str:
+    return (
+        "You (or your server) asked for many confirmation messages in a short time, so I "
+        f"sent no more; please try again in {max(1, round(window_seconds / 60))} minutes."
+    )
+
+
 async def subscribe_from_matrix(service: Service, sender: str, text: str) -> str:
     """Handle ``!subscribe weekly webinars you@example.org`` (words in any order).
 
@@ -371,6 +382,9 @@ async def subscribe_from_matrix(service: Service, sender: str, text: str) -> str
             defaults.hour,
             defaults.weekday,
         )
+        if not subs.sender_limit.allow(sender):
+            log.info("!subscribe from %s refused: over the per-sender limit", sender)
+            return _bot_too_many(subs.sender_limit.window)
         outcome = await subs.request(address, prefs, source=f"matrix:{sender}")
     except SubscriptionError as e:
         return f"{e} {_BOT_USAGE}"
