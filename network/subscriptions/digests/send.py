@@ -22,6 +22,13 @@ subscribers that is re-read as soon as one leaves through this process and at le
 the throughput); a run dropped meanwhile stays dropped even if its message went out. When
 the relay cannot be used at all, the batch stops handing email to it and its runs wait,
 without losing attempts, for a delay that grows while the relay stays away.
+
+A relay that refuses *everyone* (5xx for ``RELAY_REFUSAL_STREAK`` different recipients in a
+row, and none accepted in between) is treated the same way: it is the relay's problem (a
+blocklisted IP, an expired account), not hundreds of bounces. Refusals are therefore held
+back until the relay accepts a message (then they are the recipients' bounces after all)
+or the batch ends; at the streak, the held runs and the rest wait for the relay, the round
+pauses, and coordinators are told (log, ops room, ``relay_problem`` in /healthz).
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from network.errors import ConfigError
+from network.mail.pool import SendResult
 from network.settings.model import Settings
 from network.storage import Item, Storage
 from network.storage.subscribers import DigestRun, QueueEntry, Subscriber
@@ -64,6 +72,14 @@ STATUS_MAX_AGE = timedelta(seconds=1)
 # Short, so a killed sender's runs wait little; the heartbeat keeps a live sender's (the
 # lease must outlast one heartbeat interval plus a slow database write).
 LEASE = timedelta(minutes=2)
+# Different recipients refused in a row before the relay, not they, is taken to be at fault.
+RELAY_REFUSAL_STREAK = 20
+
+
+def _refused(result: SendResult) -> bool:
+    """A 5xx from the relay for this recipient or message (what a blocked relay answers)."""
+    code = result.code or 0
+    return not result.ok and result.permanent and not result.own and 500 <= code < 600
 
 
 def utcnow() -> datetime:
@@ -110,6 +126,10 @@ class _Batch:
     now: datetime
     sent_to: set[int] = field(default_factory=set)  # subscribers whose message went out
     settled: set[int] = field(default_factory=set)  # runs whose outcome is being recorded
+    # Refusals not recorded yet (see the module docstring), and why the relay was found to
+    # refuse everyone, once it was.
+    held: list[tuple[DigestRun, Subscriber, SendResult]] = field(default_factory=list)
+    refusing: list[str] = field(default_factory=list)
     relay_down: list[str] = field(default_factory=list)  # why the relay could not be used
 
 
@@ -140,6 +160,11 @@ class DigestSender:
         self._last_purge: datetime | None = None
         self._config_problem = ""
         self._relay_failures = 0  # batches in a row that found the relay unusable
+        # What is wrong with the relay right now, for /healthz ("" when nothing is known).
+        self.relay_problem = ""
+        # Tells coordinators (the service's ops room) when the relay refuses everyone.
+        self.notify_ops: Callable[[str], Awaitable[None]] | None = None
+        self._alerts: set[asyncio.Task[None]] = set()
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -315,6 +340,7 @@ class DigestSender:
         finally:
             if self._inflight:
                 await asyncio.wait(set(self._inflight), timeout=60)
+            await asyncio.shield(self._record_held(b, report))  # no streak: their bounces
             heartbeat.cancel()
             await asyncio.wait([heartbeat])
             await asyncio.shield(self.storage.note_sent(sorted(b.sent_to)))
@@ -325,6 +351,66 @@ class DigestSender:
             if untried:
                 due = self.clock() + (self._relay_wait() if b.relay_down else timedelta(0))
                 await asyncio.shield(self.storage.release_runs(untried, now=due))
+
+    async def _record_held(self, b: _Batch, report: SendReport) -> None:
+        """Record the held refusals as what they are: each recipient's own."""
+        held = list(b.held)
+        b.held.clear()
+        for run, sub, result in held:
+            b.settled.add(run.id)
+            await record_result(
+                self.storage,
+                self.settings.digests,
+                run,
+                sub,
+                result,
+                report,
+                now=self.clock(),
+                relay_wait=self._relay_wait(),
+            )
+
+    async def _relay_refuses(self, b: _Batch, report: SendReport) -> None:
+        """The relay refuses everyone: the held runs and the rest of the batch wait for it
+        (without using attempts), and coordinators are told once per batch."""
+        held = list(b.held)
+        b.held.clear()
+        if not b.refusing:
+            detail = held[-1][2].detail
+            b.refusing.append(detail)
+            if not b.relay_down:
+                self._relay_failures += 1
+            b.relay_down.append(detail)
+            self.relay_problem = (
+                f"the mail relay refused {len(held)} different recipients in a row; digests "
+                f"are paused and tried again in {self._relay_wait()} (last answer: {detail})"
+            )
+            log.error("%s; no bounces are counted for them", self.relay_problem)
+            self._alert(
+                f"libhub: {self.relay_problem}. Check the relay (blocklist, account, quota); "
+                "digests go out once it accepts mail again."
+            )
+        due = self.clock() + self._relay_wait()
+        for run, _, result in held:
+            b.settled.add(run.id)
+            report.temporary += 1
+            await self.storage.run_postponed(
+                run, error=f"the relay refused every recipient: {result.detail}", next_attempt=due
+            )
+
+    def _alert(self, text: str) -> None:
+        if self.notify_ops is None:
+            return
+
+        async def send() -> None:
+            try:
+                assert self.notify_ops is not None
+                await self.notify_ops(text)
+            except Exception:
+                log.exception("cannot tell the ops room about the mail relay")
+
+        task = asyncio.create_task(send(), name="digest-relay-alert")
+        self._alerts.add(task)
+        task.add_done_callback(self._alerts.discard)
 
     async def _heartbeat(self, b: _Batch) -> None:
         """Renew the lease of the batch's runs whose outcome is not being recorded yet."""
@@ -359,8 +445,17 @@ class DigestSender:
                     "mail relay unusable; digests wait %s: %s", self._relay_wait(), result.detail
                 )
             b.relay_down.append(result.detail)
+            self.relay_problem = result.detail
+        elif sub.channel == "email" and _refused(result):
+            b.held.append((run, sub, result))
+            if b.refusing or len({s.id for _, s, _ in b.held}) >= RELAY_REFUSAL_STREAK:
+                await self._relay_refuses(b, report)
+            return  # recorded when the streak is decided
         elif sub.channel == "email":
-            self._relay_failures = 0  # the relay answered, whatever it said
+            self._relay_failures = 0  # the relay answered, and not with a refusal
+            if result.ok:
+                self.relay_problem = ""
+                await self._record_held(b, report)  # it takes mail: those were bounces
         b.settled.add(run.id)
         await record_result(
             self.storage,
