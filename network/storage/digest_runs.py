@@ -243,11 +243,14 @@ class DigestRunStore(Database):
         return counts
 
     async def next_digest_work(self) -> datetime | None:
-        """When the runner has something to do next: a scheduled digest or a retry."""
+        """When the runner has something to do next: a scheduled digest or a retry (of a
+        digest, or of a confirmation or manage link)."""
         row = await self.fetchone(
             "SELECT MIN(t) FROM ("
             "SELECT MIN(next_due) AS t FROM subscribers WHERE status = 'active' "
             "AND frequency != 'immediate' "
-            "UNION ALL SELECT MIN(next_attempt) FROM digest_runs WHERE status = 'pending')"
+            "UNION ALL SELECT MIN(next_attempt) FROM digest_runs WHERE status = 'pending' "
+            # Confirmations and manage links waiting for a retry (personal_mail.py).
+            "UNION ALL SELECT MIN(next_attempt) FROM personal_mail WHERE status = 'pending')"
         )
         return from_iso(row[0]) if row and row[0] else None

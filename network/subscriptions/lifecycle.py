@@ -7,7 +7,8 @@ the confirmation message is ever sent to an unconfirmed address), changes throug
 manage link, and leaving. `subscribe_from_matrix` is the bot's ``!subscribe`` (limited per
 Matrix sender and server like the web forms per client: limits.py).
 
-Topics and addresses are in topics.py, sending and links in postman.py.
+Topics and addresses are in topics.py, sending and links in postman.py; confirmations and
+manage links wait in a queue until sent (personal.py).
 """
 
 from __future__ import annotations
@@ -24,15 +25,17 @@ from network import tokens
 from network.errors import ConfigError
 from network.settings.model import Settings
 from network.storage import Storage
+from network.storage.personal_mail import QueuedMail
 from network.storage.subscribers import (
     Preferences,
     Subscriber,
     SubscribeRequest,
     TokenAlreadyUsed,
 )
+from network.subscriptions import personal
 from network.subscriptions.digests.schedule import FREQUENCIES
 from network.subscriptions.limits import SenderLimit
-from network.subscriptions.postman import Links, Postman, render_message
+from network.subscriptions.postman import Links, Postman
 from network.subscriptions.topics import (
     WEEKDAYS,
     Address,
@@ -166,7 +169,7 @@ class Subscriptions:
         """
         schemes = None if any_scheme else set(self.settings.digests.channel_schemes)
         address = parse_address(address_text, schemes=schemes)
-        links = self.links  # fail before storing anything when links cannot be signed
+        _ = self.links  # fail before storing anything when links cannot be signed
         if address.channel == "email" and not self.settings.email.smtp_url:
             raise ConfigError(
                 "no SMTP server: set email.smtp_url to send to email subscribers",
@@ -184,29 +187,21 @@ class Subscriptions:
             expires_at=now + d.confirm_ttl,
             limit=d.subscribe_limit,
             window=d.subscribe_window,
+            mail="confirm",
+            lease_until=now + personal.LEASE,
         )
         if not request.sent:
             log.info("subscribe request for %s rate-limited", address.display())
             return RequestOutcome(address, False, "rate-limited")
-        hours = round(d.confirm_ttl.total_seconds() / 3600)
-        message = render_message(
-            subject=f"Confirm your subscription to {self.network_name}",
-            heading="Please confirm your subscription",
-            paragraphs=[
-                f"Someone, hopefully you, asked for {describe(prefs, self.catalog)}, "
-                f"from {self.network_name}, at this address.",
-                f"Nothing will be sent until you confirm. The link works once, for {hours} hours.",
-            ],
-            action_url=links.confirm(request, now),
-            action_label="Confirm my subscription",
-            footnote="If you did not ask for this, ignore this message: you will not hear "
-            "from us again.",
-            network_name=self.network_name,
-        )
-        result = await self.postman.send(address.value, address.channel, message, now=now)
+        result = await personal.send_queued(self, QueuedMail("confirm", 0, request))
         if not result.ok:
-            log.warning("confirmation to %s failed: %s", address.display(), result.detail)
+            log.warning("confirmation to %s not sent: %s", address.display(), result.detail)
         return RequestOutcome(address, result.ok, result.detail)
+
+    async def send_queued_mail(self) -> int:
+        """Send the confirmations and manage links waiting for a retry (the digest runner
+        calls this every round); returns how many went out."""
+        return await personal.send_due(self)
 
     async def pending_request(self, token: str) -> SubscribeRequest:
         """The request a confirmation link is for (the page shows it before the button)."""
@@ -297,22 +292,12 @@ class Subscriptions:
             expires_at=now,
             limit=d.subscribe_limit if subscriber and subscriber.status != "unsubscribed" else 0,
             window=d.subscribe_window,
+            mail="manage",
+            lease_until=now + personal.LEASE,
         )
         if subscriber is None or not request.sent:
             return
-        message = render_message(
-            subject=f"Your {self.network_name} subscription",
-            heading="Manage your subscription",
-            paragraphs=[
-                "Someone, hopefully you, asked for a link to manage this subscription. "
-                f"You currently get {describe(subscriber.prefs, self.catalog)}."
-            ],
-            action_url=self.links.manage(subscriber.id, now),
-            action_label="Change or cancel my subscription",
-            footnote="If you did not ask for this, you can ignore this message.",
-            network_name=self.network_name,
-        )
-        await self.postman.send(subscriber.address, subscriber.channel, message, now=now)
+        await personal.send_queued(self, QueuedMail("manage", 0, request))
 
 
 # -- the bot -------------------------------------------------------------------------------
