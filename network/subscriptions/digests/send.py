@@ -2,9 +2,8 @@
 
 Due pending runs are leased for a short ``LEASE``, renewed by a heartbeat every third of it
 while the batch is being sent (a killed sender stops renewing, so its runs are due again
-within ``LEASE``),
-rendered (one render per distinct content, links filled in per person) and sent over at most
-``email.max_connections`` reused SMTP connections or through apprise.
+within ``LEASE``), rendered (one render per distinct content, links filled in per person)
+and sent over at most ``email.max_connections`` reused SMTP connections or through apprise.
 
 Delivery is **at-least-once with a window of milliseconds**: a run is marked sent right
 after the SMTP server accepted the message, in its own transaction. Marking before sending
@@ -28,7 +27,7 @@ row, and none accepted in between) is treated the same way: it is the relay's pr
 blocklisted IP, an expired account), not hundreds of bounces. Refusals are therefore held
 back until the relay accepts a message (then they are the recipients' bounces after all)
 or the batch ends; at the streak, the held runs and the rest wait for the relay, the round
-pauses, and coordinators are told (log, ops room, ``relay_problem`` in /healthz).
+pauses, and coordinators are told (log, ops room, ``mail_relay_problem`` in /healthz).
 """
 
 from __future__ import annotations
