@@ -135,6 +135,7 @@ class Service:
             settings, storage, self.postman, secret=web_secret.encode() if web_secret else None
         )
         self.digests = DigestRunner(settings, storage, self.subscriptions)
+        self.digests.notify_ops = self.notify_ops if settings.network.ops_room else None
         self.poller.item_hooks.append(self.digests.items_stored)
         self.poller.cycle_hooks.append(self.digests.wake)
         self.cohort_updates.on_new_items = self.digests.queue_items

@@ -351,3 +351,34 @@ async def test_no_smtp_server_configured_waits_like_a_relay_outage_and_says_so_o
     runs = [r for s in subs for r in await svc.storage.runs_for(s.id)]
     assert {(r.status, r.attempts) for r in runs} == {("pending", 0)}
     assert {r.next_attempt for r in runs} == {clock.now + timedelta(minutes=1)}
+
+
+async def test_a_message_libhub_cannot_build_is_retried_and_never_a_bounce(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    svc, clock, sink = env.service, env.clock, env.sink
+    subs = [
+        await subscriber(svc, f"r{n}@example.org", frequency="immediate", now=clock.now)
+        for n in range(3)
+    ]
+    # A header value no message can carry (settings refuse it at load; a value that slips
+    # through some other way must still be libhub's problem, not its readers').
+    good_list_id = svc.postman.list_id
+    svc.postman.list_id = "Prairie\nLibraries <digests.prairie.example.org>"
+    caplog.set_level(logging.ERROR, logger="network.subscriptions.digests.runner")
+    for day in range(4):  # more days than the bounce threshold
+        await publish(svc, "news", [item(f"d{day}", f"Day {day}")], clock.now)
+        report = await svc.digests.run_once()
+        assert report.permanent == 0 and report.suspended == 0
+        clock.advance(days=1)
+    assert sink.received == []
+    assert "cannot be sent (libhub's failure, not a bounce)" in caplog.text
+    for sub in subs:
+        fresh = await svc.storage.subscriber(sub.id)
+        assert fresh is not None
+        assert (fresh.status, fresh.bounce_score, fresh.last_bounce_at) == ("active", 0, None)
+    # Fixed within the retries: the waiting runs go out.
+    svc.postman.list_id = good_list_id
+    clock.advance(hours=1)
+    await svc.digests.run_once()
+    assert all(len(sink.to(s.address)) >= 1 for s in subs)

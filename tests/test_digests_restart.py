@@ -22,6 +22,7 @@ from aiosmtpd.controller import Controller
 from network.devtools.devserver import free_port
 from network.storage import now_iso
 from network.subscriptions.digests.schedule import local_instant
+from network.subscriptions.digests.send import LEASE
 from tests.digestkit import (
     SECRET,
     SECRET_ENV,
@@ -147,7 +148,8 @@ async def test_sender_that_crashed_holding_a_lease_is_replaced_after_the_lease(
     settings = settings_for(tmp_path, slow_sink.url)
     crashed = await make_service(settings, clock)
     await crashed.digests.plan(clock.now)
-    # It leased half the runs and died before sending any (no clean stop: leases kept).
+    # It leased half the runs and was killed before sending any: no clean stop gives the
+    # leases back, and no heartbeat renews them.
     leased = await crashed.storage.lease_runs(clock.now, limit=12, lease=crashed.digests.lease)
     assert len(leased) == 12
     await crashed.close()
@@ -156,13 +158,50 @@ async def test_sender_that_crashed_holding_a_lease_is_replaced_after_the_lease(
     try:
         await service.digests.run_once()
         assert slow_sink.count() == 12  # the others; the leased ones wait
-        clock.advance(minutes=5)
+        clock.advance(minutes=1)
         await service.digests.run_once()
         assert slow_sink.count() == 12
-        clock.advance(minutes=6)  # the lease (10 minutes) ran out
+        clock.advance(minutes=1, seconds=1)  # the short lease (2 minutes) ran out
         await service.digests.run_once()
     finally:
         await service.close()
+    assert LEASE <= timedelta(minutes=2)
+    assert slow_sink.per_recipient() == Counter({a: 1 for a in ADDRESSES})
+
+
+async def test_a_live_sender_keeps_its_runs_past_the_lease_by_heartbeats(
+    tmp_path: Path, slow_sink: SlowSink
+) -> None:
+    clock = Clock(START)
+    await _prepare(tmp_path, slow_sink, clock)
+    clock.now = SEND
+    settings = settings_for(tmp_path, slow_sink.url)
+    first = await make_service(settings, clock)
+    other = await make_service(settings, clock)  # e.g. `libhub digest send` by hand
+    first.digests.lease = timedelta(seconds=3)  # a heartbeat a second
+    slow_sink.hold_after = 4  # the relay stalls: the round outlasts its lease
+    task = asyncio.create_task(first.digests.run_once())
+    try:
+        await eventually(lambda: slow_sink.count() >= 4, within=60, what="4 digests accepted")
+        clock.advance(minutes=5)  # far past the lease taken at SEND
+
+        async def renewed() -> bool:
+            due = await other.storage.fetchone(
+                "SELECT COUNT(*) FROM digest_runs WHERE status = 'pending' AND next_attempt <= ?",
+                (now_iso(clock.now),),
+            )
+            return due is not None and due[0] == 0
+
+        await eventually(renewed, within=60, what="a heartbeat renewing the lease")
+        await other.digests.run_once()  # finds nothing due
+        slow_sink.gate.set()
+        await task
+    finally:
+        slow_sink.gate.set()
+        await asyncio.wait([task])
+        await first.close()
+        await other.close()
+    # The other sender took nothing the live one was sending: nobody got two.
     assert slow_sink.per_recipient() == Counter({a: 1 for a in ADDRESSES})
 
 

@@ -171,6 +171,18 @@ def test_minimal_file_gets_documented_defaults() -> None:
         ),
         ("[web]\nforms_window = nan\n", "web.forms_window: expected a positive duration, got nan"),
         ("[web]\nforms_window = inf\n", "web.forms_window: duration inf is too long"),
+        (
+            '[email]\nfrom = "Libraries\\r\\nBcc: x@evil.example <news@example.org>"\n',
+            "email.from: 'Libraries\\r\\nBcc: x@evil.example <news@example.org>' contains "
+            "a line break",
+        ),
+        ('[email]\nlist_id = "digests\\n.example.org"\n', "email.list_id: 'digests\\n.example"),
+        ('[network]\nname = "Prairie\\nLibraries"\n', "network.name: 'Prairie\\nLibraries'"),
+        ('[digests]\nnetwork_name = "A\\rB"\n', "digests.network_name: 'A\\rB' contains"),
+        (
+            '[web]\npublic_url = "https://biblioth\u00e8que..example/"\n',
+            "web.public_url: 'https://biblioth\u00e8que..example/' cannot be written in ASCII",
+        ),
     ],
 )
 def test_invalid_files_name_the_key_path(extra: str, message: str) -> None:
@@ -237,6 +249,13 @@ def test_top_level_channels_must_be_a_table(top: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_settings(top + MINIMAL, env={})
     assert str(e.value).startswith(message)
+
+
+def test_an_international_public_url_is_written_in_ascii_for_mail_headers() -> None:
+    s = parse_settings(
+        MINIMAL + '[web]\npublic_url = "https://biblioth\u00e8que.example/caf\u00e9"\n'
+    )
+    assert s.web.public_url == "https://xn--bibliothque-59a.example/caf%C3%A9"
 
 
 def test_listen_takes_a_bracketed_ipv6_address() -> None:

@@ -5,9 +5,11 @@ re-opened when the server drops them and rotated after a number of messages. Eve
 returns a `SendResult` instead of raising, classified so the caller can act: a 5xx refusal
 of a recipient is a *bounce* (it counts against the address); a 5xx refusal of the message
 itself (after DATA, or a feature the server lacks) is *permanent* but no bounce; 4xx
-replies, sessions lost mid-message and our sender refused are *temporary*; and when the
+replies, sessions lost mid-message and our sender refused are *temporary*; when the
 relay cannot be used at all (unreachable, login refused) the result says ``relay``: no
-message's fault, so callers wait for the relay instead of using up a message's attempts.
+message's fault, so callers wait for the relay instead of using up a message's attempts;
+and a message libhub itself got wrong (it cannot be built or sent as built) says ``own``:
+never the recipient's bounce, retried like a temporary failure.
 
 Messages are built in network/mail/message.py (`build_message`) and SMTP URLs parsed in
 network/settings/smtp.py (`parse_smtp_url`).
@@ -52,6 +54,7 @@ class SendResult:
     some may have been accepted, so send one message per recipient when retries matter.
     ``bounce``: refused for good because of the recipient (counts against the address).
     ``relay``: the relay could not be used at all (down, login refused, not configured).
+    ``own``: libhub's own failure (the message could not be built or sent as built).
     """
 
     ok: bool
@@ -61,6 +64,7 @@ class SendResult:
     refused: tuple[RecipientRefusal, ...] = ()
     bounce: bool = False
     relay: bool = False
+    own: bool = False
 
 
 @dataclass(frozen=True)
@@ -324,8 +328,10 @@ class SmtpSender:
             # Not ``relay``: a session lost mid-message may be this message's doing, and a
             # message that keeps failing must use up its attempts, not stall everyone.
             return SendResult(False, False, None, f"connection to {where} failed: {e}; will retry")
-        except ValueError as e:  # an address the message cannot be sent to
-            return SendResult(False, True, None, f"message cannot be sent: {e}", bounce=True)
+        except ValueError as e:
+            # The message's headers could not be turned into an envelope. Addresses were
+            # checked when people subscribed, so this is libhub's doing, not a bounce.
+            return SendResult(False, False, None, f"message cannot be sent: {e}", own=True)
         if errors:
             refusals = [RecipientRefusal(a, r.code, r.message) for a, r in errors.items()]
             return _refusal_result(refusals, accepted_any=True)

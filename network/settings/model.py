@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from network.errors import ConfigError
 from network.settings.checks import (
@@ -53,6 +54,7 @@ class NetworkSettings:
 
     def validate(self, path: str) -> None:
         check_tz(self.timezone, f"{path}.timezone")
+        _one_line(self.name, f"{path}.name")  # it names the list in every digest's headers
         if self.ops_room:
             check_room(self.ops_room, f"{path}.ops_room")
 
@@ -100,6 +102,11 @@ class WebSettings:
     forms_window: Duration = Duration(hours=1)
     metrics_token_env: str = ""
 
+    def __post_init__(self) -> None:
+        # Links in mail headers must be ASCII: an international host name is written in
+        # its IDNA form and other characters percent-encoded, once, here.
+        object.__setattr__(self, "public_url", ascii_url(self.public_url))
+
     def validate(self, path: str) -> None:
         for i, value in enumerate(self.trusted_proxies):
             try:
@@ -139,6 +146,12 @@ class WebSettings:
                 ) from None
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("expected an http:// or https:// URL", path=f"{path}.public_url")
+        if not self.public_url.isascii() or any(c.isspace() for c in self.public_url):
+            raise ConfigError(
+                f"{self.public_url!r} cannot be written in ASCII for links in emails: check "
+                "the host name, or write it in its xn-- form",
+                path=f"{path}.public_url",
+            )
 
     @property
     def host(self) -> str:
@@ -163,6 +176,10 @@ class EmailSettings:
     list_id: str = ""
 
     def validate(self, path: str) -> None:
+        # Both end up in the header of every message: a line break would make each one
+        # impossible to build.
+        _one_line(self.from_, f"{path}.from")
+        _one_line(self.list_id, f"{path}.list_id")
         if self.smtp_url and not self.smtp_url.startswith(
             ("smtp://", "smtps://", "smtp+starttls://")
         ):
@@ -209,6 +226,42 @@ class EmailSettings:
         return address_in(self.from_)
 
 
+def _one_line(value: str, path: str) -> None:
+    """Refuse a line break in a value that goes into a mail header."""
+    if "\r" in value or "\n" in value:
+        raise ConfigError(
+            f"{value!r} contains a line break; mail headers are one line: remove it", path=path
+        )
+
+
+def ascii_url(url: str) -> str:
+    """``url`` with its host in IDNA (``xn--``) form and the rest percent-encoded where it
+    is not ASCII; unchanged when it cannot be encoded (validation then says so)."""
+    if url.isascii():
+        return url
+    try:
+        parts = urlsplit(url)
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        host, colon, port = hostport.rpartition(":")
+        if not colon or not port.isdigit():
+            host, colon, port = hostport, "", ""
+        if not host.startswith("["):
+            host = host.encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        return url
+    safe = "/:@!$&'()*+,;=%-._~?"
+    netloc = quote(userinfo, safe=":%") + at + host + colon + port
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            quote(parts.path, safe=safe),
+            quote(parts.query, safe=safe),
+            quote(parts.fragment, safe=safe),
+        )
+    )
+
+
 _TOPIC = re.compile(r"^(kind|feed|cohort):[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -232,6 +285,7 @@ class DigestSettings:
     channel_schemes: tuple[str, ...] = ()
 
     def validate(self, path: str) -> None:
+        _one_line(self.network_name, f"{path}.network_name")
         for i, topic in enumerate(self.topics):
             if not _TOPIC.match(topic):
                 raise ConfigError(

@@ -13,6 +13,7 @@ from network.storage.cohorts import CommunityStore
 from network.storage.digest_runs import DigestRunStore
 from network.storage.feeds import FeedStore
 from network.storage.outbox import OutboxStore
+from network.storage.personal_mail import PersonalMailStore
 from network.storage.records import (
     FeedState,
     Item,
@@ -35,6 +36,7 @@ class Storage(
     CaseStore,
     SubscriberStore,
     DigestRunStore,
+    PersonalMailStore,
 ):
     """The database of one libhub instance. Open with ``await Storage.open(path)``."""
 

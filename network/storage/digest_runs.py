@@ -148,6 +148,17 @@ class DigestRunStore(Database):
                 )
         return runs
 
+    async def renew_leases(self, run_ids: Sequence[int], *, until: datetime) -> None:
+        """Extend the lease of runs still being sent (the sender's heartbeat): a live
+        sender keeps them; a dead one stops renewing and they are due at ``until``."""
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            await self.execute(
+                f"UPDATE digest_runs SET next_attempt = ? WHERE status = 'pending' "
+                f"AND id IN ({','.join('?' * len(chunk))})",
+                (now_iso(until), *chunk),
+            )
+
     async def run_sent(self, run: DigestRun, *, now: datetime) -> None:
         """Mark one run sent: a single statement (one commit), made the moment the server
         accepted the message, so a crash can repeat at most the messages in flight."""
@@ -232,11 +243,14 @@ class DigestRunStore(Database):
         return counts
 
     async def next_digest_work(self) -> datetime | None:
-        """When the runner has something to do next: a scheduled digest or a retry."""
+        """When the runner has something to do next: a scheduled digest or a retry (of a
+        digest, or of a confirmation or manage link)."""
         row = await self.fetchone(
             "SELECT MIN(t) FROM ("
             "SELECT MIN(next_due) AS t FROM subscribers WHERE status = 'active' "
             "AND frequency != 'immediate' "
-            "UNION ALL SELECT MIN(next_attempt) FROM digest_runs WHERE status = 'pending')"
+            "UNION ALL SELECT MIN(next_attempt) FROM digest_runs WHERE status = 'pending' "
+            # Confirmations and manage links waiting for a retry (personal_mail.py).
+            "UNION ALL SELECT MIN(next_attempt) FROM personal_mail WHERE status = 'pending')"
         )
         return from_iso(row[0]) if row and row[0] else None

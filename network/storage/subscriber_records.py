@@ -104,7 +104,7 @@ class SubscribeRequest:
     source: str
     created_at: datetime
     expires_at: datetime
-    sent: bool
+    sent: bool  # counts against the limit: sent, or waiting to be sent (personal_mail.py)
     confirmed_at: datetime | None
 
     @classmethod

@@ -3,7 +3,8 @@
 Only confirmed people are rows of ``subscribers``; a request waits in
 ``subscribe_requests`` until its single-use link is used (the token's nonce goes into
 ``used_tokens`` in the same transaction, so a link works once). Manage-link requests are
-recorded there too, so one limit covers every message a stranger could trigger.
+recorded there too, so one limit covers every message a stranger could trigger; the
+message itself waits in ``personal_mail`` (personal_mail.py) until it is sent.
 """
 
 from __future__ import annotations
@@ -61,13 +62,19 @@ class SubscriberStore(Database):
         expires_at: datetime,
         limit: int,
         window: timedelta,
+        mail: str = "confirm",
+        lease_until: datetime | None = None,
     ) -> SubscribeRequest:
-        """Store a request; ``sent`` is False when ``limit`` confirmations already went to
-        this address within ``window`` (the caller then sends nothing)."""
+        """Store a request; ``sent`` is False when ``limit`` messages already went (or wait
+        to go) to this address within ``window`` (the caller then sends nothing).
+
+        Otherwise its message (``mail``: confirm|manage) is queued, leased until
+        ``lease_until`` by the caller, who sends it at once.
+        """
         async with self.transaction() as conn:
             async with conn.execute(
-                "SELECT COUNT(*) FROM subscribe_requests WHERE address_key = ? AND sent = 1 "
-                "AND created_at > ?",
+                "SELECT COUNT(*) FROM subscribe_requests WHERE address_key = ? "
+                "AND sent IN (1, 2) AND created_at > ?",
                 (address_key, now_iso(now - window)),
             ) as cur:
                 row = await cur.fetchone()
@@ -83,10 +90,15 @@ class SubscriberStore(Database):
                     source,
                     now_iso(now),
                     now_iso(expires_at),
-                    int(allowed),
+                    2 if allowed else 0,  # waiting to be sent (personal_mail.py)
                 ),
             )
             request_id = int(cur.lastrowid or 0)
+            if allowed:
+                await conn.execute(
+                    "INSERT INTO personal_mail (request_id, kind, next_attempt) VALUES (?,?,?)",
+                    (request_id, mail, now_iso(lease_until or now)),
+                )
             async with conn.execute(
                 "SELECT * FROM subscribe_requests WHERE id = ?", (request_id,)
             ) as cur:

@@ -4,9 +4,11 @@ Owns the life of a subscription: a request (rate-limited per address, with the s
 answer whether the address is known or not), its confirmation through a signed,
 single-use, expiring link (only then does the address become a subscriber: nothing but
 the confirmation message is ever sent to an unconfirmed address), changes through the
-manage link, and leaving. `subscribe_from_matrix` is the bot's ``!subscribe``.
+manage link, and leaving. `subscribe_from_matrix` is the bot's ``!subscribe`` (limited per
+Matrix sender and server like the web forms per client: limits.py).
 
-Topics and addresses are in topics.py, sending and links in postman.py.
+Topics and addresses are in topics.py, sending and links in postman.py; confirmations and
+manage links wait in a queue until sent (personal.py).
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from network.errors import ConfigError
 from network.settings.checks import check_weekday
 from network.settings.model import Settings, previous_secrets
 from network.storage import Storage
+from network.storage.personal_mail import QueuedMail
 from network.storage.subscribers import (
     Preferences,
     Subscriber,
     SubscribeRequest,
     TokenAlreadyUsed,
 )
+from network.subscriptions import personal
 from network.subscriptions.digests.schedule import FREQUENCIES
-from network.subscriptions.postman import Links, Postman, render_message
+from network.subscriptions.limits import SenderLimit
+from network.subscriptions.postman import Links, Postman
 from network.subscriptions.topics import (
     Address,
     SubscriptionError,
@@ -96,6 +101,8 @@ class Subscriptions:
         # Rotated-out secrets: links mailed before the secret changed still verify.
         self._previous = previous_secrets(settings.web)
         self.network_name = postman.network_name
+        # The bot's !subscribe, per Matrix sender and server (the web forms count per client).
+        self.sender_limit = SenderLimit.from_settings(settings.web)
 
     @property
     def links(self) -> Links:
@@ -167,7 +174,7 @@ class Subscriptions:
         """
         schemes = None if any_scheme else set(self.settings.digests.channel_schemes)
         address = parse_address(address_text, schemes=schemes)
-        links = self.links  # fail before storing anything when links cannot be signed
+        _ = self.links  # fail before storing anything when links cannot be signed
         if address.channel == "email" and not self.settings.email.smtp_url:
             raise ConfigError(
                 "no SMTP server: set email.smtp_url to send to email subscribers",
@@ -185,29 +192,21 @@ class Subscriptions:
             expires_at=now + d.confirm_ttl,
             limit=d.subscribe_limit,
             window=d.subscribe_window,
+            mail="confirm",
+            lease_until=now + personal.LEASE,
         )
         if not request.sent:
             log.info("subscribe request for %s rate-limited", address.display())
             return RequestOutcome(address, False, "rate-limited")
-        hours = round(d.confirm_ttl.total_seconds() / 3600)
-        message = render_message(
-            subject=f"Confirm your subscription to {self.network_name}",
-            heading="Please confirm your subscription",
-            paragraphs=[
-                f"Someone, hopefully you, asked for {describe(prefs, self.catalog)}, "
-                f"from {self.network_name}, at this address.",
-                f"Nothing will be sent until you confirm. The link works once, for {hours} hours.",
-            ],
-            action_url=links.confirm(request, now),
-            action_label="Confirm my subscription",
-            footnote="If you did not ask for this, ignore this message: you will not hear "
-            "from us again.",
-            network_name=self.network_name,
-        )
-        result = await self.postman.send(address.value, address.channel, message, now=now)
+        result = await personal.send_queued(self, QueuedMail("confirm", 0, request))
         if not result.ok:
-            log.warning("confirmation to %s failed: %s", address.display(), result.detail)
+            log.warning("confirmation to %s not sent: %s", address.display(), result.detail)
         return RequestOutcome(address, result.ok, result.detail)
+
+    async def send_queued_mail(self) -> int:
+        """Send the confirmations and manage links waiting for a retry (the digest runner
+        calls this every round); returns how many went out."""
+        return await personal.send_due(self)
 
     async def pending_request(self, token: str) -> SubscribeRequest:
         """The request a confirmation link is for (the page shows it before the button)."""
@@ -298,22 +297,12 @@ class Subscriptions:
             expires_at=now,
             limit=d.subscribe_limit if subscriber and subscriber.status != "unsubscribed" else 0,
             window=d.subscribe_window,
+            mail="manage",
+            lease_until=now + personal.LEASE,
         )
         if subscriber is None or not request.sent:
             return
-        message = render_message(
-            subject=f"Your {self.network_name} subscription",
-            heading="Manage your subscription",
-            paragraphs=[
-                "Someone, hopefully you, asked for a link to manage this subscription. "
-                f"You currently get {describe(subscriber.prefs, self.catalog)}."
-            ],
-            action_url=self.links.manage(subscriber.id, now),
-            action_label="Change or cancel my subscription",
-            footnote="If you did not ask for this, you can ignore this message.",
-            network_name=self.network_name,
-        )
-        await self.postman.send(subscriber.address, subscriber.channel, message, now=now)
+        await personal.send_queued(self, QueuedMail("manage", 0, request))
 
 
 # -- the bot -------------------------------------------------------------------------------
@@ -322,6 +311,13 @@ _BOT_USAGE = (
     "Usage: !subscribe [immediate|daily|weekly] [topics...] you@example.org — for example "
     "`!subscribe weekly webinars you@example.org`."
 )
+
+
+def _bot_too_many(window_seconds: float) -> str:
+    return (
+        "You (or your server) asked for many confirmation messages in a short time, so I "
+        f"sent no more; please try again in {max(1, round(window_seconds / 60))} minutes."
+    )
 
 
 async def subscribe_from_matrix(service: Service, sender: str, text: str) -> str:
@@ -376,6 +372,9 @@ async def subscribe_from_matrix(service: Service, sender: str, text: str) -> str
             defaults.hour,
             defaults.weekday,
         )
+        if not subs.sender_limit.allow(sender):
+            log.info("!subscribe from %s refused: over the per-sender limit", sender)
+            return _bot_too_many(subs.sender_limit.window)
         outcome = await subs.request(address, prefs, source=f"matrix:{sender}")
     except SubscriptionError as e:
         return f"{e} {_BOT_USAGE}"

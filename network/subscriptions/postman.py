@@ -169,8 +169,8 @@ class Postman:
             )
             if unsubscribe_url:
                 set_alternative(msg, message.text, message.html)
-        except ValueError as e:
-            return SendResult(False, True, None, f"message cannot be built: {e}", bounce=True)
+        except ValueError as e:  # libhub's own failure (settings, a template): no bounce
+            return SendResult(False, False, None, f"message cannot be built: {e}", own=True)
         return await self._smtp_send(msg)
 
     async def send_list(
@@ -202,8 +202,8 @@ class Postman:
                 date=now,
             )
             _set_encoded_alternative(msg, *mail.personal(fill))
-        except ValueError as e:
-            return SendResult(False, True, None, f"message cannot be built: {e}", bounce=True)
+        except ValueError as e:  # libhub's own failure (settings, a template): no bounce
+            return SendResult(False, False, None, f"message cannot be built: {e}", own=True)
         return await self._smtp_send(msg)
 
     async def _smtp_send(self, msg: EmailMessage) -> SendResult:

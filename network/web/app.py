@@ -53,6 +53,8 @@ async def health_report(service: Service) -> tuple[bool, dict[str, Any]]:
             }
             for r in await service.storage.failed_rows(limit=20)
         ]
+    # Digests wait while the mail relay cannot be used or refuses everyone (digests/send.py).
+    report["mail_relay_problem"] = service.digests.relay_problem or None
     report["ok"] = db_ok
     return db_ok, report
 

@@ -3,10 +3,12 @@
 A permanent refusal of the recipient (5xx to RCPT) adds to the address's bounce score (once
 a day at most); reaching ``digests.bounce_threshold`` suspends the subscription. A
 permanent refusal of the message (5xx after DATA) fails the run and nothing else.
-Temporary failures, and errors of our own while sending a run, are retried with backoff up
-to ``digests.retry_limit`` attempts. When the relay cannot be used at all (down, login
-refused, not configured) the run is put off without using up an attempt: the runner waits
-for the relay (see send.py), and nobody's digest is lost to a night's outage.
+Temporary failures, and errors of our own while sending a run (a message that cannot be
+built, say), are retried with backoff up to ``digests.retry_limit`` attempts: libhub's
+own failure is logged and never counted as the recipient's bounce. When the relay cannot be
+used at all (down, login refused, not configured) the run is put off without using up an
+attempt: the runner waits for the relay (see send.py), and nobody's digest is lost to a
+night's outage.
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ async def record_result(
     if result.relay:
         report.temporary += 1
         await storage.run_postponed(run, error=result.detail, next_attempt=now + relay_wait)
+        return
+    if result.own:
+        log.error(
+            "digest run %d cannot be sent (libhub's failure, not a bounce): %s",
+            run.id,
+            result.detail,
+        )
+        await record_retry(storage, limits, run, result.detail, report, now=now)
         return
     if result.permanent and not result.bounce:
         await storage.run_finished(run, status="failed", error=result.detail)

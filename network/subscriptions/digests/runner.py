@@ -88,6 +88,10 @@ class DigestRunner(DigestSender):
 
     async def run_once(self) -> SendReport:
         now = self.clock()
+        try:  # confirmations and manage links that wait for a retry (personal.py)
+            await self.subscriptions.send_queued_mail()
+        except Exception:  # their trouble must not stop the digests
+            log.exception("sending queued confirmations failed; trying again next round")
         await self.plan(now)
         report = await self.send_pending()
         if self._last_purge is None or now - self._last_purge > timedelta(hours=1):

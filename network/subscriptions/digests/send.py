@@ -1,14 +1,15 @@
 """Sending digests: lease due runs, render each distinct content once, send, record.
 
-Due pending runs are leased (a crashed sender's lease runs out and the run is due again),
-rendered (one render per distinct content, links filled in per person) and sent over at most
-``email.max_connections`` reused SMTP connections or through apprise.
+Due pending runs are leased for a short ``LEASE``, renewed by a heartbeat every third of it
+while the batch is being sent (a killed sender stops renewing, so its runs are due again
+within ``LEASE``), rendered (one render per distinct content, links filled in per person)
+and sent over at most ``email.max_connections`` reused SMTP connections or through apprise.
 
 Delivery is **at-least-once with a window of milliseconds**: a run is marked sent right
 after the SMTP server accepted the message, in its own transaction. Marking before sending
 would make a crash lose digests ("nobody gets none" matters more); the cost is that a hard
 crash between the server's "250 OK" and that commit sends that one message again after the
-lease (10 minutes). A clean stop (cancelling the runner, closing the service) lets messages
+lease (``LEASE``). A clean stop (cancelling the runner, closing the service) lets messages
 in flight finish and be marked, and gives back leases of runs not yet tried, so restarts
 send nothing twice. What a result costs (bounces, retries) is outcomes.py.
 
@@ -20,6 +21,13 @@ subscribers that is re-read as soon as one leaves through this process and at le
 the throughput); a run dropped meanwhile stays dropped even if its message went out. When
 the relay cannot be used at all, the batch stops handing email to it and its runs wait,
 without losing attempts, for a delay that grows while the relay stays away.
+
+A relay that refuses *everyone* (5xx for ``RELAY_REFUSAL_STREAK`` different recipients in a
+row, and none accepted in between) is treated the same way: it is the relay's problem (a
+blocklisted IP, an expired account), not hundreds of bounces. Refusals are therefore held
+back until the relay accepts a message (then they are the recipients' bounces after all)
+or the batch ends; at the streak, the held runs and the rest wait for the relay, the round
+pauses, and coordinators are told (log, ops room, ``mail_relay_problem`` in /healthz).
 """
 
 from __future__ import annotations
@@ -27,11 +35,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from network.errors import ConfigError
+from network.mail.pool import SendResult
 from network.settings.model import Settings
 from network.storage import Item, Storage
 from network.storage.subscribers import DigestRun, QueueEntry, Subscriber
@@ -59,6 +68,17 @@ _MANAGE = "https://libhub.invalid/__manage_link__"
 _UNSUBSCRIBE = "https://libhub.invalid/__unsubscribe_link__"
 RENDER_CACHE = 256
 STATUS_MAX_AGE = timedelta(seconds=1)
+# Short, so a killed sender's runs wait little; the heartbeat keeps a live sender's (the
+# lease must outlast one heartbeat interval plus a slow database write).
+LEASE = timedelta(minutes=2)
+# Different recipients refused in a row before the relay, not they, is taken to be at fault.
+RELAY_REFUSAL_STREAK = 20
+
+
+def _refused(result: SendResult) -> bool:
+    """A 5xx from the relay for this recipient or message (what a blocked relay answers)."""
+    code = result.code or 0
+    return not result.ok and result.permanent and not result.own and 500 <= code < 600
 
 
 def utcnow() -> datetime:
@@ -104,6 +124,11 @@ class _Batch:
     links: Links
     now: datetime
     sent_to: set[int] = field(default_factory=set)  # subscribers whose message went out
+    settled: set[int] = field(default_factory=set)  # runs whose outcome is being recorded
+    # Refusals not recorded yet (see the module docstring), and why the relay was found to
+    # refuse everyone, once it was.
+    held: list[tuple[DigestRun, Subscriber, SendResult]] = field(default_factory=list)
+    refusing: list[str] = field(default_factory=list)
     relay_down: list[str] = field(default_factory=list)  # why the relay could not be used
 
 
@@ -117,7 +142,7 @@ class DigestSender:
         subscriptions: Subscriptions,
         *,
         clock: Callable[[], datetime] = utcnow,
-        lease: timedelta = timedelta(minutes=10),
+        lease: timedelta = LEASE,
         batch: int = 500,
     ) -> None:
         self.settings = settings
@@ -134,6 +159,11 @@ class DigestSender:
         self._last_purge: datetime | None = None
         self._config_problem = ""
         self._relay_failures = 0  # batches in a row that found the relay unusable
+        # What is wrong with the relay right now, for /healthz ("" when nothing is known).
+        self.relay_problem = ""
+        # Tells coordinators (the service's ops room) when the relay refuses everyone.
+        self.notify_ops: Callable[[str], Awaitable[None]] | None = None
+        self._alerts: set[asyncio.Task[None]] = set()
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -267,6 +297,7 @@ class DigestSender:
             except Exception as e:  # this run's trouble only: it costs the run an attempt
                 log.exception("digest run %d failed; it is tried again later", run.id)
                 handed.add(run.id)  # recorded here, not given back
+                b.settled.add(run.id)
                 error = f"{type(e).__name__}: {e}"
                 await record_retry(
                     self.storage, self.settings.digests, run, error, report, now=self.clock()
@@ -276,6 +307,7 @@ class DigestSender:
             sub = await b.subs.get(run.subscriber_id)  # they may have left since the lease
             if sub is None or sub.status != "active":
                 status = sub.status if sub else "deleted"
+                b.settled.add(run.id)
                 await self.storage.run_finished(run, status="dropped", error=status)
                 report.dropped += 1
                 return
@@ -283,6 +315,7 @@ class DigestSender:
                 return  # left untried: given back below, due when the relay may be back
             shared = self._content(b, run, sub)
             if shared is None:
+                b.settled.add(run.id)
                 await self.storage.run_finished(
                     run, status="dropped", error="nothing left for the current topics"
                 )
@@ -298,6 +331,7 @@ class DigestSender:
             if progress is not None:
                 progress(report)
 
+        heartbeat = asyncio.create_task(self._heartbeat(b), name="digest-lease-heartbeat")
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self.postman.parallelism, len(per_subscriber))):
@@ -305,6 +339,9 @@ class DigestSender:
         finally:
             if self._inflight:
                 await asyncio.wait(set(self._inflight), timeout=60)
+            await asyncio.shield(self._record_held(b, report))  # no streak: their bounces
+            heartbeat.cancel()
+            await asyncio.wait([heartbeat])
             await asyncio.shield(self.storage.note_sent(sorted(b.sent_to)))
             # Runs leased but never handed to a delivery task (a clean stop) are due again
             # at once, or when the relay may be back; a dropped run caught half-way is
@@ -313,6 +350,80 @@ class DigestSender:
             if untried:
                 due = self.clock() + (self._relay_wait() if b.relay_down else timedelta(0))
                 await asyncio.shield(self.storage.release_runs(untried, now=due))
+
+    async def _record_held(self, b: _Batch, report: SendReport) -> None:
+        """Record the held refusals as what they are: each recipient's own."""
+        held = list(b.held)
+        b.held.clear()
+        for run, sub, result in held:
+            b.settled.add(run.id)
+            await record_result(
+                self.storage,
+                self.settings.digests,
+                run,
+                sub,
+                result,
+                report,
+                now=self.clock(),
+                relay_wait=self._relay_wait(),
+            )
+
+    async def _relay_refuses(self, b: _Batch, report: SendReport) -> None:
+        """The relay refuses everyone: the held runs and the rest of the batch wait for it
+        (without using attempts), and coordinators are told once per batch."""
+        held = list(b.held)
+        b.held.clear()
+        if not b.refusing:
+            detail = held[-1][2].detail
+            b.refusing.append(detail)
+            if not b.relay_down:
+                self._relay_failures += 1
+            b.relay_down.append(detail)
+            self.relay_problem = (
+                f"the mail relay refused {len(held)} different recipients in a row; digests "
+                f"are paused and tried again in {self._relay_wait()} (last answer: {detail})"
+            )
+            log.error("%s; no bounces are counted for them", self.relay_problem)
+            self._alert(
+                f"libhub: {self.relay_problem}. Check the relay (blocklist, account, quota); "
+                "digests go out once it accepts mail again."
+            )
+        due = self.clock() + self._relay_wait()
+        for run, _, result in held:
+            b.settled.add(run.id)
+            report.temporary += 1
+            await self.storage.run_postponed(
+                run, error=f"the relay refused every recipient: {result.detail}", next_attempt=due
+            )
+
+    def _alert(self, text: str) -> None:
+        if self.notify_ops is None:
+            return
+
+        async def send() -> None:
+            try:
+                assert self.notify_ops is not None
+                await self.notify_ops(text)
+            except Exception:
+                log.exception("cannot tell the ops room about the mail relay")
+
+        task = asyncio.create_task(send(), name="digest-relay-alert")
+        self._alerts.add(task)
+        task.add_done_callback(self._alerts.discard)
+
+    async def _heartbeat(self, b: _Batch) -> None:
+        """Renew the lease of the batch's runs whose outcome is not being recorded yet."""
+        every = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            # Settled runs are left alone: their next attempt is what their outcome set.
+            open_ids = [r.id for r in b.runs if r.id not in b.settled]
+            if not open_ids:
+                continue
+            try:
+                await self.storage.renew_leases(open_ids, until=self.clock() + self.lease)
+            except Exception:  # the next beat tries again; the lease leaves some room
+                log.exception("cannot renew the lease of %d digest runs", len(open_ids))
 
     async def _deliver(
         self, run: DigestRun, sub: Subscriber, mail: ListMail, b: _Batch, report: SendReport
@@ -333,8 +444,18 @@ class DigestSender:
                     "mail relay unusable; digests wait %s: %s", self._relay_wait(), result.detail
                 )
             b.relay_down.append(result.detail)
+            self.relay_problem = result.detail
+        elif sub.channel == "email" and _refused(result):
+            b.held.append((run, sub, result))
+            if b.refusing or len({s.id for _, s, _ in b.held}) >= RELAY_REFUSAL_STREAK:
+                await self._relay_refuses(b, report)
+            return  # recorded when the streak is decided
         elif sub.channel == "email":
-            self._relay_failures = 0  # the relay answered, whatever it said
+            self._relay_failures = 0  # the relay answered, and not with a refusal
+            if result.ok:
+                self.relay_problem = ""
+                await self._record_held(b, report)  # it takes mail: those were bounces
+        b.settled.add(run.id)
         await record_result(
             self.storage,
             self.settings.digests,
