@@ -22,7 +22,7 @@ from typing import Any, Self
 
 import aiosqlite
 
-from network.errors import DatabaseTooNew, StorageError
+from network.errors import DatabaseTooNew, NotOurDatabase, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +65,57 @@ class Database:
 
     @classmethod
     async def open(cls, path: Path | str, *, target_version: int | None = None) -> Self:
+        """Open (creating if new) and migrate the database at ``path``.
+
+        Raises `StorageError` saying what is wrong when the file cannot be opened, is not
+        an SQLite database, or is another program's database (it is never written to).
+        """
         p = Path(path)
-        if str(p) != ":memory:":
-            p.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if str(p) != ":memory:":
+                p.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(p, isolation_level=None)
-        except sqlite3.Error as e:
-            raise StorageError(f"cannot open database {p}: {e}") from e
+        except (OSError, sqlite3.Error) as e:
+            raise StorageError(
+                f"cannot open database {p}: {e}; check database.path and the folder's permissions"
+            ) from e
         conn.row_factory = aiosqlite.Row
         db = cls(conn, p)
         try:
+            # Before anything is written (WAL mode changes the file header): is it ours?
+            await db._check_identity()
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA foreign_keys=ON")
             await conn.execute("PRAGMA busy_timeout=5000")
             await db._migrate(SCHEMA_VERSION if target_version is None else target_version)
+        except sqlite3.Error as e:
+            await conn.close()
+            raise StorageError(
+                f"cannot use database {p}: {e}; is database.path a libhub database? "
+                "Restore a backup or point it at a new file"
+            ) from e
         except BaseException:
             await conn.close()
             raise
         return db
+
+    async def _check_identity(self) -> None:
+        """Refuse an SQLite file of another program: libhub's migrations would be written
+        into it. A new, empty file is fine; libhub marks its files with `APPLICATION_ID`."""
+        async with self._conn.execute("PRAGMA application_id") as cur:
+            row = await cur.fetchone()
+        app_id = int(row[0]) if row else 0
+        if app_id == APPLICATION_ID:
+            return
+        async with self._conn.execute("SELECT count(*) FROM sqlite_master") as cur:
+            row = await cur.fetchone()
+        if app_id == 0 and not (row and int(row[0])):
+            return
+        whose = f"application_id {app_id:#x}" if app_id else "tables of its own"
+        raise NotOurDatabase(
+            f"database {self.path} belongs to another program ({whose}); libhub refuses to "
+            "change it: set database.path to a new file or to libhub's own database"
+        )
 
     async def _migrate(self, target: int) -> None:
         async with self._conn.execute("PRAGMA user_version") as cur:
@@ -110,6 +143,12 @@ class Database:
 
     async def close(self) -> None:
         await self._conn.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def schema_version(self) -> int:
         row = await self.fetchone("PRAGMA user_version")

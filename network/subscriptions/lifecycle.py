@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from network import tokens
@@ -40,9 +39,6 @@ from network.subscriptions.topics import (
     next_due,
     parse_address,
 )
-
-if TYPE_CHECKING:
-    from network.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -319,13 +315,12 @@ _BOT_USAGE = (
 )
 
 
-async def subscribe_from_matrix(service: Service, sender: str, text: str) -> str:
+async def subscribe_from_matrix(subs: Subscriptions, sender: str, text: str) -> str:
     """Handle ``!subscribe weekly webinars you@example.org`` (words in any order).
 
     Sends the confirmation message and returns the reply for the room. The reply is the
     same whether or not the address was already subscribed.
     """
-    subs: Subscriptions = service.subscriptions
     words = text.split()
     if words and words[0].lower() in ("!subscribe", "subscribe"):
         words = words[1:]

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from network.web.app import TRUSTED_PROXIES
+from network.web.context import TRUSTED_PROXIES
 from network.web.dashboard import (
     PREFIX,
     DashboardUnavailable,

@@ -18,16 +18,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from network.settings.checks import IPNetwork, parse_networks
+
 if TYPE_CHECKING:
     from network.settings.model import WebSettings
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_CLIENTS = 10_000  # clients remembered at once; the least recent are forgotten first
-
-
-def parse_networks(values: Sequence[str]) -> tuple[IPNetwork, ...]:
-    """Addresses or CIDR ranges (``10.0.0.0/8``); raises ValueError on a bad one."""
-    return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values)
 
 
 def _in(address: str, networks: Sequence[IPNetwork]) -> bool:

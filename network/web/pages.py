@@ -18,7 +18,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
@@ -28,14 +28,11 @@ from network.errors import ConfigError
 from network.storage.subscribers import Preferences, TokenAlreadyUsed
 from network.subscriptions.digests.render import DEFAULT_TEMPLATES_DIR
 from network.subscriptions.digests.schedule import WEEKDAY_NAMES
+from network.subscriptions.lifecycle import Subscriptions
 from network.subscriptions.topics import SubscriptionError, time_zones
 from network.tokens import TokenExpired
-from network.web.app import FORM_LIMIT, SERVICE, TRUSTED_PROXIES
+from network.web.context import FORM_LIMIT, TRUSTED_PROXIES, context_of
 from network.web.limits import client_address
-
-if TYPE_CHECKING:
-    from network.service import Service
-    from network.subscriptions.lifecycle import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +63,8 @@ def _environment(templates_dir: Path) -> jinja2.Environment:
     )
 
 
-def _service(request: web.Request) -> Service:
-    return request.app[SERVICE]
-
-
 def subs_of(request: web.Request) -> Subscriptions:
-    return _service(request).subscriptions
+    return context_of(request).subscriptions
 
 
 def _secret(request: web.Request) -> bytes:
