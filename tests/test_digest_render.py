@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from network.subscriptions.digests.render import (
+from network.subscriptions.render import (
     DigestItem,
     RenderedMessage,
     group_items,

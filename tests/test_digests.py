@@ -358,8 +358,8 @@ async def test_polled_feed_items_reach_immediate_subscribers_but_history_does_no
 
 
 async def test_shared_body_decodes_to_each_persons_own_text(env: Env) -> None:
-    from network.subscriptions.digests.render import RenderedMessage
     from network.subscriptions.postman import ListMail
+    from network.subscriptions.render import RenderedMessage
 
     mark = "https://libhub.invalid/__x__"
     text = (

@@ -28,8 +28,8 @@ from network.storage.subscribers import (
     SubscribeRequest,
     TokenAlreadyUsed,
 )
-from network.subscriptions.digests.schedule import FREQUENCIES
 from network.subscriptions.postman import Links, Postman, render_message
+from network.subscriptions.schedule import FREQUENCIES
 from network.subscriptions.topics import (
     WEEKDAYS,
     Address,

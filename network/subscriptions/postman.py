@@ -37,7 +37,7 @@ from network.mail.pool import SendResult, SmtpSender
 from network.mail.target import parse_smtp_url
 from network.settings.model import Settings, secret
 from network.storage.subscribers import SubscribeRequest
-from network.subscriptions.digests.render import DEFAULT_TEMPLATES_DIR, RenderedMessage
+from network.subscriptions.render import DEFAULT_TEMPLATES_DIR, RenderedMessage
 
 log = logging.getLogger(__name__)
 

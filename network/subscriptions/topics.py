@@ -23,7 +23,7 @@ from network.delivery.channels import redact
 from network.errors import ConfigError, LibhubError
 from network.settings.model import Settings
 from network.storage.subscribers import Preferences
-from network.subscriptions.digests.schedule import WEEKDAY_NAMES, Schedule, next_send
+from network.subscriptions.schedule import WEEKDAY_NAMES, Schedule, next_send
 
 KIND_TOPIC_LABELS = {"webinar": "Webinars", "news": "News", "cohort-update": "Cohort updates"}
 WEEKDAYS = {name.lower(): i for i, name in enumerate(WEEKDAY_NAMES)}

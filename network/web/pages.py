@@ -26,9 +26,9 @@ from aiohttp import web
 
 from network.errors import ConfigError
 from network.storage.subscribers import Preferences, TokenAlreadyUsed
-from network.subscriptions.digests.render import DEFAULT_TEMPLATES_DIR
-from network.subscriptions.digests.schedule import WEEKDAY_NAMES
 from network.subscriptions.lifecycle import Subscriptions
+from network.subscriptions.render import DEFAULT_TEMPLATES_DIR
+from network.subscriptions.schedule import WEEKDAY_NAMES
 from network.subscriptions.topics import SubscriptionError, time_zones
 from network.tokens import TokenExpired
 from network.web.context import FORM_LIMIT, TRUSTED_PROXIES, context_of

@@ -41,14 +41,14 @@ from network.subscriptions.digests.outcomes import (
     record_retry,
     retry_delay,
 )
-from network.subscriptions.digests.render import (
+from network.subscriptions.lifecycle import Subscriptions
+from network.subscriptions.postman import Links, ListMail
+from network.subscriptions.render import (
     DigestItem,
     RenderedMessage,
     render_digest,
     render_immediate,
 )
-from network.subscriptions.lifecycle import Subscriptions
-from network.subscriptions.postman import Links, ListMail
 
 # The runner's logger, as before this module was split out of runner.py.
 log = logging.getLogger("network.subscriptions.digests.runner")

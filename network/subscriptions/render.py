@@ -29,7 +29,7 @@ from markupsafe import Markup
 
 from network.errors import ConfigError
 
-DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
 SUMMARY_TEXT_CHARS = 500
 _MONTHS = (
     "January February March April May June July August September October November December"
