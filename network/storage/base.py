@@ -74,8 +74,20 @@ class Database:
         try:
             if str(p) != ":memory:":
                 p.parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(p, isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
+            connecting = aiosqlite.connect(p, isolation_level=None)
+        except OSError as e:
+            raise StorageError(
+                f"cannot open database {p}: {e.strerror}; check database.path and the folder's "
+                "permissions"
+            ) from e
+        try:
+            conn = await connecting
+        except sqlite3.Error as e:
+            # A failed connect stops aiosqlite's worker thread; let it finish while the
+            # event loop still runs, or it reports to a closed loop as the process exits.
+            worker = getattr(connecting, "_thread", None)
+            if worker is not None and worker.is_alive():
+                await asyncio.to_thread(worker.join, 10)
             raise StorageError(
                 f"cannot open database {p}: {e}; check database.path and the folder's permissions"
             ) from e
