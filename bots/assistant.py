@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nio
 
 from bots.cases.escalation import Escalation, Question
-from bots.commands import BotApi, CommandContext, Reply, default_registry
+from bots.commands import BotApi, Command, CommandContext, Reply, SubscribeHandler, default_registry
 from bots.inbox import Inbox
 from bots.kb.index import EMPTY, NOT_SURE, Answer, KnowledgeBase, KnowledgeBaseError, wants_person
 from bots.messages import (
@@ -56,11 +57,10 @@ from bots.messages import (
     vote_of,
 )
 from bots.rooms import RoomInfo, Rooms
+from network.matrix.gateway import MatrixGateway
 from network.settings.model import Settings
+from network.storage import Storage
 from network.storage.bot_events import BotAnswer
-
-if TYPE_CHECKING:
-    from network.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,25 @@ def _signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 class Assistant(BotApi):
-    """The bot of one `Service`: register ``on_event`` as a hook and run ``run(stop)``."""
+    """The bot of one service: register ``on_event`` as a hook and run ``run(stop)``.
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.settings = service.settings
-        self.storage = service.storage
-        self.matrix = service.matrix
-        self.commands = default_registry()
+    ``commands`` are added to the built-in ones (replacing any of the same name);
+    ``subscribe`` carries out ``!subscribe`` (without it the bot says subscriptions are off).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        matrix: MatrixGateway,
+        *,
+        commands: Sequence[Command] = (),
+        subscribe: SubscribeHandler | None = None,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.matrix = matrix
+        self.commands = default_registry(commands, subscribe_handler=subscribe)
         self.rooms = Rooms(self.settings, self.storage, self.matrix)
         self.escalation = Escalation(self.rooms)
         self.inbox = Inbox(self.storage, self.rooms, self._handle)

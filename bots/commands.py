@@ -5,8 +5,8 @@ A `Command` is a name, a help line, a usage example and an async handler that ge
 ``!ask`` does). Other modules add commands with `register_command` (picked up by every
 registry made afterwards) or ``assistant.commands.register(...)`` on a running bot.
 
-``!subscribe`` belongs to the subscriptions part of the service: the app plugs its handler
-in as ``registry.subscribe_handler``; without one the bot says subscriptions are not
+``!subscribe`` belongs to the subscriptions part of the service: the app passes its handler
+when it builds the bot (``subscribe_handler``); without one the bot says subscriptions are not
 enabled here. Case commands (``!claim``, ``!note``, ``!close``) are carried out by
 `bots.cases.escalation` inside case threads; here they only explain where to use them.
 """
@@ -14,7 +14,7 @@ enabled here. Case commands (``!claim``, ``!note``, ``!close``) are carried out 
 from __future__ import annotations
 
 import html
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -86,9 +86,14 @@ def may_run(command: Command, sender: str, settings: Settings) -> bool:
 class CommandRegistry:
     """The commands one bot knows, by name."""
 
-    def __init__(self, commands: list[Command] | None = None) -> None:
+    def __init__(
+        self,
+        commands: list[Command] | None = None,
+        *,
+        subscribe_handler: SubscribeHandler | None = None,
+    ) -> None:
         self._commands: dict[str, Command] = {}
-        self.subscribe_handler: SubscribeHandler | None = None
+        self.subscribe_handler = subscribe_handler
         for command in commands or []:
             self.register(command)
 
@@ -258,9 +263,12 @@ def unregister_command(name: str) -> None:
     _EXTRA[:] = [c for c in _EXTRA if c.name != name]
 
 
-def default_registry() -> CommandRegistry:
-    """A registry with the built-in commands and those added with `register_command`."""
-    registry = CommandRegistry(list(BUILTIN))
-    for command in _EXTRA:
+def default_registry(
+    extra: Sequence[Command] = (), *, subscribe_handler: SubscribeHandler | None = None
+) -> CommandRegistry:
+    """A registry with the built-in commands, those added with `register_command` and then
+    ``extra`` (each replaces a command of the same name)."""
+    registry = CommandRegistry(list(BUILTIN), subscribe_handler=subscribe_handler)
+    for command in [*_EXTRA, *extra]:
         registry.register(command, replace=True)
     return registry

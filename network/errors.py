@@ -37,6 +37,14 @@ class DatabaseTooNew(StorageError):
     """The database was written by a newer libhub; running old code on it would corrupt it."""
 
 
+class NotOurDatabase(StorageError):
+    """The database file belongs to another program; libhub must not write into it."""
+
+
+class AlreadyRunning(StorageError):
+    """Another ``libhub run`` holds the database: two would post every message twice."""
+
+
 class MatrixError(LibhubError):
     """A Matrix request failed. ``transient`` says whether retrying can help."""
 
@@ -75,3 +83,15 @@ class DeliveryError(LibhubError):
     def __init__(self, message: str, *, transient: bool = True) -> None:
         self.transient = transient
         super().__init__(message)
+
+
+class ServiceFailed(LibhubError):
+    """A background loop died with an error; the service stopped."""
+
+    exit_code = 1
+
+
+class StartupFailed(LibhubError):
+    """The service could not start (the web port is taken, ...); nothing was left running."""
+
+    exit_code = 1

@@ -13,8 +13,8 @@ import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
-from typing import Any
+from contextlib import AsyncExitStack, suppress
+from typing import Any, Self
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -28,27 +28,23 @@ from feeds.parse import set_parse_concurrency
 from network.community.cohorts import Community
 from network.community.updates import UPDATE_HELP, CohortUpdates, cohort_of_feed
 from network.community.webinars import WebinarReminders
-from network.delivery.channels import ChannelSender, redact
+from network.delivery.channels import ChannelSender
 from network.delivery.outbox import Delivery
 from network.delivery.state import DeliveryPolicy
-from network.errors import LibhubError
+from network.errors import ServiceFailed, StartupFailed
 from network.matrix.gateway import MatrixGateway
 from network.polling.poller import Poller
 from network.routing.router import Router
 from network.settings.model import Settings, secret
 from network.storage import Storage
+from network.storage.lock import service_lock
 from network.subscriptions.digests.runner import DigestRunner
 from network.subscriptions.lifecycle import Subscriptions, subscribe_from_matrix
 from network.subscriptions.postman import Postman
 from network.web.app import make_web_app
+from network.web.context import WebContext
 
 log = logging.getLogger(__name__)
-
-
-class ServiceFailed(LibhubError):
-    """A background loop died with an error; the service stopped."""
-
-    exit_code = 1
 
 
 VERSION = "0.1.0"
@@ -67,14 +63,29 @@ def _update_command(updates: CohortUpdates) -> Command:
 
 
 class Service:
-    """One running libhub: build with ``await Service.create(settings)``."""
+    """One running libhub: build with ``await Service.create(settings)`` (or ``async with``).
+
+    ``__init__`` only wires parts that are already open; `create` opens the database, the
+    HTTP session, the Matrix client and the mail pool on one `AsyncExitStack`, so a failure
+    while building closes whatever was opened before it and `close` closes them all.
+    """
 
     def __init__(
-        self, settings: Settings, storage: Storage, session: aiohttp.ClientSession
+        self,
+        settings: Settings,
+        storage: Storage,
+        session: aiohttp.ClientSession,
+        matrix: MatrixGateway,
+        postman: Postman,
+        channels: ChannelSender,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.session = session
+        self.matrix = matrix
+        self.postman = postman
+        self.channels = channels
+        self._resources = AsyncExitStack()  # `create` hands over what it opened
         contact = settings.network.contact_url or settings.web.public_url
         self.user_agent = f"libhub/{VERSION} (+{contact})"
         self.fetcher = Fetcher(
@@ -85,14 +96,7 @@ class Service:
             max_concurrency=settings.polling.concurrency,
             per_host=settings.polling.per_host,
         )
-        self.matrix = MatrixGateway(
-            settings.matrix,
-            storage,
-            password=secret(settings.matrix.password_env),
-            access_token=secret(settings.matrix.access_token_env),
-        )
         self.router = Router(settings)
-        self.channels = ChannelSender()
         d = settings.delivery
         self.delivery = Delivery(
             storage,
@@ -109,6 +113,17 @@ class Service:
             cohort_of=lambda item: cohort_of_feed(item.feed_id),
             zone=ZoneInfo(settings.network.timezone),
         )
+        # Subscribers: double opt-in, digests and notices by email (pooled SMTP) or apprise.
+        web_secret = secret(settings.web.secret_env)
+        self.subscriptions = Subscriptions(
+            settings, storage, self.postman, secret=web_secret.encode() if web_secret else None
+        )
+        self.digests = DigestRunner(
+            settings,
+            storage,
+            self.subscriptions,
+            notify_ops=self.notify_ops if settings.network.ops_room else None,
+        )
         self.poller = Poller(
             settings,
             storage,
@@ -116,45 +131,75 @@ class Service:
             router=self.router,
             on_queued=self.delivery.wake,
             notify_ops=self.notify_ops if settings.network.ops_room else None,
+            item_hooks=[self.digests.items_stored],
+            cycle_hooks=[self.digests.wake],
         )
-        # Bots register here; the sync loop calls every hook for every timeline event.
-        # The delivery hook follows room upgrades (m.room.tombstone) as they happen.
-        self.event_hooks: list[EventHook] = [self.delivery.on_room_event]
         # Community of practice: welcomes and !update in cohort rooms, webinar reminders.
+        # !update runs as one of the bot's commands (listed by !help, one reply each); the
+        # cohort hook keeps prompt replies and client-side edits of updates.
         self.community = Community(settings, self.matrix, storage)
         self.cohort_updates = CohortUpdates(
             settings, self.matrix, storage, self.router, self.community,
             on_queued=self.delivery.wake,
+            on_new_items=self.digests.queue_items,
+            handle_commands=False,
         )  # fmt: skip
         self.webinars = WebinarReminders(settings, self.matrix, storage)
-        self.event_hooks += [self.community.on_event, self.cohort_updates.on_event]
-        # Subscribers: double opt-in, digests and notices by email (pooled SMTP) or apprise.
-        self.postman = Postman(settings, self.channels)
-        web_secret = secret(settings.web.secret_env)
-        self.subscriptions = Subscriptions(
-            settings, storage, self.postman, secret=web_secret.encode() if web_secret else None
-        )
-        self.digests = DigestRunner(settings, storage, self.subscriptions)
-        self.digests.notify_ops = self.notify_ops if settings.network.ops_room else None
-        self.poller.item_hooks.append(self.digests.items_stored)
-        self.poller.cycle_hooks.append(self.digests.wake)
-        self.cohort_updates.on_new_items = self.digests.queue_items
         # The assistance bot: toolbox answers, commands, Need Assistance cases.
-        self.assistant = Assistant(self)
-        self.assistant.commands.subscribe_handler = functools.partial(subscribe_from_matrix, self)
-        self.event_hooks.append(self.assistant.on_event)
-        # !update runs as one of the bot's commands (listed by !help, one reply each); the
-        # cohort hook keeps prompt replies and client-side edits of updates.
-        self.assistant.commands.register(_update_command(self.cohort_updates), replace=True)
-        self.cohort_updates.handle_commands = False
+        self.assistant = Assistant(
+            settings,
+            storage,
+            self.matrix,
+            commands=[_update_command(self.cohort_updates)],
+            subscribe=functools.partial(subscribe_from_matrix, self.subscriptions),
+        )
+        # The sync loop calls every hook for every timeline event. The delivery hook
+        # follows room upgrades (m.room.tombstone) as they happen.
+        self.event_hooks: list[EventHook] = [
+            self.delivery.on_room_event,
+            self.community.on_event,
+            self.cohort_updates.on_event,
+            self.assistant.on_event,
+        ]
+        self.web = WebContext(
+            settings=settings,
+            storage=storage,
+            subscriptions=self.subscriptions,
+            matrix=self.matrix,
+            delivery=self.delivery,
+            poller=self.poller,
+            community=self.community,
+            digests=self.digests,
+            feed_title=self.feed_title,
+        )
         self.started = asyncio.Event()
         self._web_runner: web.AppRunner | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> Service:
         set_parse_concurrency(2)
-        storage = await Storage.open(settings.database_path)
-        return cls(settings, storage, make_session())
+        async with AsyncExitStack() as stack:
+            storage = await stack.enter_async_context(await Storage.open(settings.database_path))
+            session = await stack.enter_async_context(make_session())
+            matrix = await stack.enter_async_context(
+                MatrixGateway(
+                    settings.matrix,
+                    storage,
+                    password=secret(settings.matrix.password_env),
+                    access_token=secret(settings.matrix.access_token_env),
+                )
+            )
+            channels = ChannelSender()
+            postman = await stack.enter_async_context(Postman(settings, channels))
+            service = cls(settings, storage, session, matrix, postman, channels)
+            service._resources = stack.pop_all()
+        return service
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     def feed_title(self, feed_id: str) -> str:
         cohort_id = cohort_of_feed(feed_id)
@@ -166,9 +211,6 @@ class Service:
         except KeyError:
             return feed_id
         return feed.title or feed.id
-
-    def display_target(self, target_type: str, target: str) -> str:
-        return redact(target) if target_type == "apprise" else target
 
     async def notify_ops(self, text: str) -> None:
         room = self.settings.network.ops_room
@@ -200,11 +242,17 @@ class Service:
             log.info("ignoring invite from %s (not in matrix.invite_allow)", sender)
 
     async def start_web(self) -> None:
-        app = make_web_app(self)
+        app = make_web_app(self.web)
         self._web_runner = web.AppRunner(app, access_log=None)
         await self._web_runner.setup()
         site = web.TCPSite(self._web_runner, self.settings.web.host, self.settings.web.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            raise StartupFailed(
+                f"cannot listen on {self.settings.web.listen}: {e.strerror or e}; is another "
+                "program using it? Change web.listen or stop the other program"
+            ) from e
         log.info("web server on http://%s", self.settings.web.listen)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -253,15 +301,14 @@ class Service:
     async def close(self) -> None:
         if self._web_runner is not None:
             await self._web_runner.cleanup()
-        await self.matrix.close()
-        await self.postman.close()
-        await self.session.close()
-        await self.storage.close()
+            self._web_runner = None
+        await self._resources.aclose()
 
 
-async def run_service(settings: Settings, stop: asyncio.Event, **hooks: Any) -> None:
-    service = await Service.create(settings)
-    try:
-        await service.run(stop)
-    finally:
-        await service.close()
+async def run_service(settings: Settings, stop: asyncio.Event) -> None:
+    """What ``libhub run`` does: hold the database's service lock (one service per
+    database), build the service and run it until ``stop``; everything opened is closed
+    again however it ends, so a start-up failure ends the process instead of hanging it."""
+    with service_lock(settings.database_path):
+        async with await Service.create(settings) as service:
+            await service.run(stop)

@@ -7,7 +7,7 @@ data of ``network`` loaded through importlib.resources, so an installed wheel fi
 blank lines; and the filters the templates share (``wrap``) are registered here. Names are
 relative to the templates folder (``"web/manage.html.j2"``). A folder with the same layout
 may replace the shipped one (``templates_dir``). Route templates written by coordinators
-in the config are another matter: they run sandboxed (network/routing/templates.py).
+in the config are another matter: they run sandboxed (network/route_templates.py).
 """
 
 from __future__ import annotations

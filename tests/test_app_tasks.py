@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from network.devtools.devserver import free_port
-from network.service import Service, ServiceFailed
+from network.errors import ServiceFailed
+from network.service import Service
 from network.settings.model import parse_settings
 
 

@@ -118,8 +118,8 @@ async def test_every_reply_to_the_prompt_becomes_an_update() -> None:
         '[matrix]\nhomeserver = "http://h"\nuser_id = "@bot:x"\npassword_env = "P"\n'
     )
     room = _Room()
-    updates = CohortUpdates(s, room, room, None, room)  # type: ignore[arg-type]
-    updates.handle_commands = False  # as in the service: the bot's registry runs !update
+    # As in the service: the bot's registry runs !update.
+    updates = CohortUpdates(s, room, room, None, room, handle_commands=False)  # type: ignore[arg-type]
     handled: list[tuple[str, str]] = []
 
     async def handle(

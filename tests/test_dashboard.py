@@ -16,12 +16,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
 from network.devtools.devserver import free_port
 from network.service import Service
 from network.settings.model import parse_settings
 from network.storage import ItemInput, Target
 from network.tokens import sign_token, verify_token
+from network.web.app import make_web_app
 from network.web.dashboard import issue_login_token, login_url
 
 SECRET = "dashboard-test-secret-0123456789"
@@ -241,24 +243,27 @@ async def test_origin_may_be_the_public_url_behind_a_proxy_that_rewrites_host(
     service: Service,
 ) -> None:
     row_id = await failed_row(service)
-    service.settings = dataclasses.replace(
+    settings = dataclasses.replace(
         service.settings,
         web=dataclasses.replace(service.settings.web, public_url="https://hub.example.org"),
     )
-    token = issue_login_token(service.settings, "dana", now=datetime.now(UTC))
+    server = TestServer(make_web_app(dataclasses.replace(service.web, settings=settings)))
+    await server.start_server()
+    upstream = f"http://127.0.0.1:{server.port}"
+    token = issue_login_token(settings, "dana", now=datetime.now(UTC))
     # nginx passes Host as the upstream address; the browser's Origin is the public one.
     proxied = {"Host": "libhub-upstream:8080", "Origin": "https://hub.example.org"}
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         async with http.post(
-            f"{base(service)}/dashboard/login", data={"token": token}, headers=proxied,
+            f"{upstream}/dashboard/login", data={"token": token}, headers=proxied,
             allow_redirects=False,
         ) as r:  # fmt: skip
             assert r.status == 303
             # The cookie is Secure (https public URL): send it by hand over the test's http.
             proxied["Cookie"] = f"libhub_dashboard={r.cookies['libhub_dashboard'].value}"
-        async with http.get(f"{base(service)}/dashboard/outbox", headers=proxied) as page:
+        async with http.get(f"{upstream}/dashboard/outbox", headers=proxied) as page:
             csrf = csrf_of(await page.text())
-        retry = f"{base(service)}/dashboard/outbox/{row_id}/retry"
+        retry = f"{upstream}/dashboard/outbox/{row_id}/retry"
         async with http.post(
             retry, data={"csrf": csrf}, headers={**proxied, "Origin": "https://evil.example"},
             allow_redirects=False,
@@ -268,6 +273,7 @@ async def test_origin_may_be_the_public_url_behind_a_proxy_that_rewrites_host(
             retry, data={"csrf": csrf}, headers=proxied, allow_redirects=False
         ) as r:
             assert r.status == 303
+    await server.close()
     assert await service.storage.failed_rows() == []
 
 

@@ -53,7 +53,7 @@ async def people(synapse: DevHomeserver, admin: DevUser) -> tuple[DevUser, DevUs
 
 async def client_for(settings_text: str, tmp: Path) -> tuple[Service, TestClient]:  # type: ignore[type-arg]
     service = await Service.create(parse_settings(settings_text, base_dir=tmp))
-    client = TestClient(TestServer(make_web_app(service), host="127.0.0.1"))
+    client = TestClient(TestServer(make_web_app(service.web), host="127.0.0.1"))
     await client.start_server()
     return service, client
 

@@ -442,7 +442,7 @@ async def test_permanent_failures_stop_and_are_reported(
         await service.poller.poll_due()
         await drain(service)
         assert await service.delivery.run_once() is False  # nothing left to retry
-        ok, report = await health_report(service)
+        ok, report = await health_report(service.web)
         # 2 items x (forbidden room, missing room, broken URL): the rest of a room (or URL)
         # fails with the first, without trying each message.
         assert ok and report["outbox"]["failed"] == 6 and report["outbox"]["pending"] == 0

@@ -12,7 +12,7 @@ import pytest
 from feeds.sanitize import sanitize_html
 from network.routing.render import matrix_content
 from network.storage import Item
-from network.subscriptions.digests.render import (
+from network.subscriptions.render import (
     DigestItem,
     RenderedMessage,
     group_items,

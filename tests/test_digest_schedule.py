@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from network.errors import LibhubError
-from network.subscriptions.digests.schedule import (
+from network.subscriptions.schedule import (
     Schedule,
     ScheduleError,
     due,

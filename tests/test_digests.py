@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestServer
 
 from network.devtools.mailsink import MailSink
 from network.settings.loading import Duration
-from network.subscriptions.digests.outcomes import bounce_score, retry_delay
+from network.subscriptions.digests.outcomes import bounce_score
+from network.subscriptions.schedule import retry_delay
 from network.tokens import verify_token
 from tests.digestkit import (
     SECRET,
@@ -358,8 +359,8 @@ async def test_polled_feed_items_reach_immediate_subscribers_but_history_does_no
 
 
 async def test_shared_body_decodes_to_each_persons_own_text(env: Env) -> None:
-    from network.subscriptions.digests.render import RenderedMessage
     from network.subscriptions.postman import ListMail
+    from network.subscriptions.render import RenderedMessage
 
     mark = "https://libhub.invalid/__x__"
     text = (

@@ -118,7 +118,7 @@ async def test_a_relay_refusing_everyone_pauses_the_round_and_charges_no_bounce(
         assert {(r.status, r.attempts) for r in runs} == {("pending", 0)}
         # The round paused at the streak instead of trying all 30 every time.
         assert "refused 20 different recipients in a row" in caplog.text
-        _, health = await health_report(svc)
+        _, health = await health_report(svc.web)
         assert "refused" in health["mail_relay_problem"]
         assert alerts and "digests go out once it accepts mail again" in alerts[0]
 
@@ -126,7 +126,7 @@ async def test_a_relay_refusing_everyone_pauses_the_round_and_charges_no_bounce(
         clock.advance(hours=1)
         await svc.digests.run_once()
         assert sorted(relay.got) == ADDRESSES
-        _, health = await health_report(svc)
+        _, health = await health_report(svc.web)
         assert health["mail_relay_problem"] is None
     finally:
         await svc.close()

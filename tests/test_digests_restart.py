@@ -21,8 +21,8 @@ from aiosmtpd.controller import Controller
 
 from network.devtools.devserver import free_port
 from network.storage import now_iso
-from network.subscriptions.digests.schedule import local_instant
 from network.subscriptions.digests.send import LEASE
+from network.subscriptions.schedule import local_instant
 from tests.digestkit import (
     SECRET,
     SECRET_ENV,

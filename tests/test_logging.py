@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from network.cli.main import setup_logging
+from network.cli.common import setup_logging
 from network.storage import Storage
 
 QUIET = ("nio", "aiohttp.access", "apprise", "aiosqlite", "aiosmtplib", "mail.log")

@@ -11,14 +11,13 @@ import pytest
 
 from network.community.reminders import (
     Reminder,
-    ReminderConfigError,
     format_when,
-    parse_lead,
     parse_leads,
     plan_reminders,
     reconcile,
     send_decision,
 )
+from network.settings.community import ReminderConfigError, parse_lead
 
 CHI = ZoneInfo("America/Chicago")
 DAY, HOUR, MIN = timedelta(days=1), timedelta(hours=1), timedelta(minutes=1)

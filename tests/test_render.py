@@ -8,8 +8,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from network.route_templates import compile_template, template_vars
 from network.routing.render import channel_text, edit_content, grouped_content, matrix_content
-from network.routing.templates import compile_template, template_vars
 from network.storage import Item
 
 

@@ -222,12 +222,14 @@ async def test_manage_link_is_sent_in_the_background_and_cancelled_at_close(
 
 async def test_subscribe_from_matrix_parses_words_in_any_order(env: Env) -> None:
     svc, sink = env.service, env.sink
-    reply = await subscribe_from_matrix(svc, "@ana:example.org",
+    reply = await subscribe_from_matrix(svc.subscriptions, "@ana:example.org",
                                         "!subscribe weekly webinars ana@example.org")  # fmt: skip
     assert reply.startswith("I've sent a confirmation message to a…@example.org.")
     assert "weekly digest on Mondays at 08:00 (America/Chicago) of: Webinars" in reply
     assert "ana@example.org" not in reply  # the room may be public
-    reply = await subscribe_from_matrix(svc, "@bo:example.org", "bo@example.org news daily")
+    reply = await subscribe_from_matrix(
+        svc.subscriptions, "@bo:example.org", "bo@example.org news daily"
+    )
     assert "daily digest at 08:00 (America/Chicago) of: News" in reply
     text = parts(sink.to("bo@example.org")[0])[0]
     assert "daily digest at 08:00 (America/Chicago) of: News" in flat(text)
@@ -247,7 +249,7 @@ async def test_subscribe_from_matrix_parses_words_in_any_order(env: Env) -> None
     ],
 )
 async def test_subscribe_from_matrix_helps_with_mistakes(env: Env, text: str, start: str) -> None:
-    reply = await subscribe_from_matrix(env.service, "@ana:example.org", text)
+    reply = await subscribe_from_matrix(env.service.subscriptions, "@ana:example.org", text)
     assert reply.startswith(start)
     assert env.sink.received == []
 

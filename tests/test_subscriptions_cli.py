@@ -24,8 +24,7 @@ ENTRY = "import sys; from network.cli.main import main; sys.exit(main())"
 def libhub(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, SECRET_ENV: SECRET, "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
-        # What the `libhub` script runs (`python -m network.cli.main` would not load the
-        # subcommands registered by network.cli.community into the __main__ module).
+        # What the `libhub` script runs.
         [sys.executable, "-c", ENTRY, *args, "-c", str(config)],
         capture_output=True,
         text=True,

@@ -96,7 +96,7 @@ class Env:
 @pytest.fixture
 async def env(digest_env: DigestEnv) -> AsyncIterator[Env]:
     d = digest_env
-    server = TestServer(make_web_app(d.service), host="127.0.0.1", port=d.settings.web.port)
+    server = TestServer(make_web_app(d.service.web), host="127.0.0.1", port=d.settings.web.port)
     await server.start_server()
     try:
         yield Env(d.service, d.clock, d.sink, d.settings.web.public_url)

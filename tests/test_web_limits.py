@@ -10,9 +10,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from multidict import CIMultiDict
 
+from network.ratelimit import PerClientLimit, limit_key
+from network.settings.checks import parse_networks
 from network.settings.model import parse_settings
 from network.web.app import make_web_app
-from network.web.limits import PerClientLimit, client_address, limit_key, parse_networks
+from network.web.limits import client_address
 from tests.digestkit import DigestEnv
 from tests.test_web_subscribe import FORM, csrf_of
 
@@ -124,7 +126,9 @@ async def client(digest_env: DigestEnv) -> AsyncIterator[TestClient]:  # type: i
         svc.settings,
         web=replace(svc.settings.web, forms_per_client=2, trusted_proxies=("127.0.0.1",)),
     )
-    c = TestClient(TestServer(make_web_app(svc), host="127.0.0.1"))
+    c = TestClient(
+        TestServer(make_web_app(replace(svc.web, settings=svc.settings)), host="127.0.0.1")
+    )
     await c.start_server()
     try:
         yield c
@@ -178,7 +182,9 @@ async def test_metrics_only_for_loopback_or_a_bearer_token(
     digest_env: DigestEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     svc = digest_env.service
-    c = TestClient(TestServer(make_web_app(svc), host="127.0.0.1"))
+    c = TestClient(
+        TestServer(make_web_app(replace(svc.web, settings=svc.settings)), host="127.0.0.1")
+    )
     await c.start_server()
     try:
         direct = await c.get("/metrics")
@@ -193,7 +199,9 @@ async def test_metrics_only_for_loopback_or_a_bearer_token(
     svc.settings = replace(
         svc.settings, web=replace(svc.settings.web, trusted_proxies=("127.0.0.1",))
     )
-    c = TestClient(TestServer(make_web_app(svc), host="127.0.0.1"))
+    c = TestClient(
+        TestServer(make_web_app(replace(svc.web, settings=svc.settings)), host="127.0.0.1")
+    )
     await c.start_server()
     try:
         via_proxy = await c.get("/metrics")
@@ -205,7 +213,9 @@ async def test_metrics_only_for_loopback_or_a_bearer_token(
     svc.settings = replace(
         svc.settings, web=replace(svc.settings.web, metrics_token_env="TEST_METRICS_TOKEN")
     )
-    c = TestClient(TestServer(make_web_app(svc), host="127.0.0.1"))
+    c = TestClient(
+        TestServer(make_web_app(replace(svc.web, settings=svc.settings)), host="127.0.0.1")
+    )
     await c.start_server()
     try:
         assert (await c.get("/metrics")).status == 401  # even from loopback

@@ -65,7 +65,7 @@ async def env(
 
     catch = Catch()
     logging.getLogger().addHandler(catch)
-    app = make_web_app(service)
+    app = make_web_app(service.web)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     try:

@@ -48,7 +48,7 @@ class Env:
 @pytest.fixture
 async def env(digest_env: DigestEnv) -> AsyncIterator[Env]:
     d = digest_env
-    client = TestClient(TestServer(make_web_app(d.service), host="127.0.0.1"))
+    client = TestClient(TestServer(make_web_app(d.service.web), host="127.0.0.1"))
     await client.start_server()
     try:
         yield Env(d.service, d.clock, d.sink, client)
@@ -219,7 +219,7 @@ async def test_one_click_unsubscribe_by_post_and_get_only_shows_a_page(env: Env)
         assert page.status == 200 and "Stop all email" in await page.text()
     assert (await svc.storage.subscriber(sub.id)).status == "active"  # type: ignore[union-attr]
     # The mail provider's POST: no cookie, no CSRF token, RFC 8058 body.
-    async with TestClient(TestServer(make_web_app(svc), host="127.0.0.1")) as provider:
+    async with TestClient(TestServer(make_web_app(svc.web), host="127.0.0.1")) as provider:
         resp = await provider.post(
             target,
             data="List-Unsubscribe=One-Click",
@@ -268,7 +268,7 @@ async def test_links_signed_before_the_secret_changed_still_unsubscribe(
         )
         form = {"Content-Type": "application/x-www-form-urlencoded"}
         one_click = "List-Unsubscribe=One-Click"
-        async with TestClient(TestServer(make_web_app(rotated), host="127.0.0.1")) as client:
+        async with TestClient(TestServer(make_web_app(rotated.web), host="127.0.0.1")) as client:
             refused = await client.post(f"/unsubscribe/{forged}", data=one_click, headers=form)
             assert refused.status == 404
             assert (await rotated.storage.subscriber(sub.id)).status == "active"  # type: ignore[union-attr]
@@ -305,7 +305,7 @@ async def test_without_a_secret_pages_say_subscriptions_are_not_set_up(
     monkeypatch.delenv(SECRET_ENV, raising=False)
     service = await make_service(settings_for(tmp_path, sink.url), Clock(START))
     try:
-        async with TestClient(TestServer(make_web_app(service), host="127.0.0.1")) as client:
+        async with TestClient(TestServer(make_web_app(service.web), host="127.0.0.1")) as client:
             resp = await client.get("/subscribe")
             assert resp.status == 503
             assert "Subscriptions are not available" in await resp.text()

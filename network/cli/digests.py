@@ -12,7 +12,7 @@
   running service: a period is claimed once); ``--force`` sends everyone of that
   frequency what is pending for them now.
 
-Registered on the parser of `network.cli.main` from `network.cli.community`.
+Registered on the ``libhub`` parser by `network.cli.main`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from network.cli.common import Subparsers, add, config, err, out
 from network.delivery.channels import ChannelSender
 from network.errors import ConfigError
 from network.settings.checks import weekday_number
@@ -200,9 +201,7 @@ async def import_rows(
 
 
 def cmd_subscribers_import(args: argparse.Namespace) -> int:
-    from network.cli.main import _config, err, out
-
-    settings = _config(args)
+    settings = config(args)
     if args.confirmed and not (args.consent or "").strip():
         err.print(
             'libhub: --confirmed needs --consent "how these people agreed to get email" '
@@ -269,9 +268,7 @@ def cmd_subscribers_import(args: argparse.Namespace) -> int:
 
 
 def cmd_subscribers_list(args: argparse.Namespace) -> int:
-    from network.cli.main import _config, out
-
-    settings = _config(args)
+    settings = config(args)
     statuses: tuple[str, ...] = ("active", "suspended")
     if args.suspended:
         statuses = ("suspended",)
@@ -341,9 +338,7 @@ async def _find(tools: Tools, text: str) -> Subscriber:
 
 
 def cmd_subscribers_remove(args: argparse.Namespace) -> int:
-    from network.cli.main import _config, out
-
-    settings = _config(args)
+    settings = config(args)
 
     async def main() -> int:
         async with _tools(settings) as tools:
@@ -356,9 +351,7 @@ def cmd_subscribers_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_subscribers_resume(args: argparse.Namespace) -> int:
-    from network.cli.main import _config, out
-
-    settings = _config(args)
+    settings = config(args)
 
     async def main() -> int:
         async with _tools(settings) as tools:
@@ -374,9 +367,7 @@ def cmd_subscribers_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_digest_preview(args: argparse.Namespace) -> int:
-    from network.cli.main import _config, out
-
-    settings = _config(args)
+    settings = config(args)
 
     async def main() -> int:
         async with _tools(settings) as tools:
@@ -396,9 +387,7 @@ def cmd_digest_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_digest_send(args: argparse.Namespace) -> int:
-    from network.cli.main import _config, err, out
-
-    settings = _config(args)
+    settings = config(args)
 
     async def main() -> int:
         async with _tools(settings) as tools:
@@ -437,16 +426,16 @@ def cmd_digest_send(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     """Add ``subscribers`` and ``digest`` to the ``libhub`` parser."""
     subscribers = sub.add_parser("subscribers", help="email and channel subscribers")
     ssub = subscribers.add_subparsers(dest="subscribers_command", metavar="COMMAND", required=True)
     imp = add(
+        ssub,
         "import",
         cmd_subscribers_import,
         "import a CSV list (columns: address, topics, frequency, tz, hour, weekday); "
         "sends confirmation messages unless --confirmed",
-        parent=ssub,
     )
     imp.add_argument("file", help="CSV file with a header row; only 'address' is required")
     imp.add_argument(
@@ -455,23 +444,21 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
         help="add everyone without confirmation (they already agreed; needs --consent)",
     )
     imp.add_argument("--consent", help="how these people agreed to get email (stored)")
-    ls = add("list", cmd_subscribers_list, "show subscribers", parent=ssub)
+    ls = add(ssub, "list", cmd_subscribers_list, "show subscribers")
     ls.add_argument("--suspended", action="store_true", help="only those suspended by bounces")
     ls.add_argument("--all", action="store_true", help="include people who unsubscribed")
     ls.add_argument("--json", action="store_true", help="print JSON")
-    rm = add("remove", cmd_subscribers_remove, "unsubscribe an address", parent=ssub)
+    rm = add(ssub, "remove", cmd_subscribers_remove, "unsubscribe an address")
     rm.add_argument("address")
-    rs = add("resume", cmd_subscribers_resume, "resume an address suspended by bounces",
-             parent=ssub)  # fmt: skip
+    rs = add(ssub, "resume", cmd_subscribers_resume, "resume an address suspended by bounces")
     rs.add_argument("address")
 
     digest = sub.add_parser("digest", help="preview and send digests by hand")
     dsub = digest.add_subparsers(dest="digest_command", metavar="COMMAND", required=True)
-    pv = add("preview", cmd_digest_preview, "show what a subscriber would get now", parent=dsub)
+    pv = add(dsub, "preview", cmd_digest_preview, "show what a subscriber would get now")
     pv.add_argument("--subscriber", required=True, metavar="ADDRESS")
     pv.add_argument("--html", metavar="FILE", help="also write the HTML part to FILE")
-    sd = add("send", cmd_digest_send, "send the digests that are due, with a progress bar",
-             parent=dsub)  # fmt: skip
+    sd = add(dsub, "send", cmd_digest_send, "send the digests that are due, with a progress bar")
     sd.add_argument("--frequency", required=True, choices=["daily", "weekly"])
     sd.add_argument("--dry-run", action="store_true", help="show who would get what; send nothing")
     sd.add_argument(

@@ -20,7 +20,6 @@ Rules
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,21 +27,15 @@ from typing import Generic, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from network.settings.checks import WEEKDAY_NAMES
+from network.settings.community import ReminderConfigError, parse_lead
 
 DEFAULT_GRACE = timedelta(minutes=15)
 DEFAULT_RESEND_AFTER = timedelta(hours=1)
 
-_LEAD_RE = re.compile(
-    r"^(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?$", re.IGNORECASE
-)
 _MONTHS = (
     "January", "February", "March", "April", "May", "June",
     "July", "August", "September", "October", "November", "December",
 )  # fmt: skip
-
-
-class ReminderConfigError(ValueError):
-    """A reminder lead or time zone in the configuration cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -141,22 +134,6 @@ def reconcile(
         else:
             cancel.append(old)
     return ReminderPlan(tuple(wanted.values()), tuple(cancel), tuple(keep))
-
-
-def parse_lead(text: str) -> timedelta:
-    """A lead from config: "1d", "2h", "30m", "1w", or combined in that order like "1d2h"."""
-    compact = re.sub(r"\s+", "", text)
-    match = _LEAD_RE.match(compact)
-    if not compact or match is None:
-        raise ReminderConfigError(
-            f"reminder lead {text!r} is not understood: write a number with w, d, h or m, "
-            f"largest unit first, like '1d', '2h', '30m' or '1d2h'"
-        )
-    parts = {unit: int(value) for unit, value in match.groupdict(default="0").items()}
-    lead = timedelta(weeks=parts["w"], days=parts["d"], hours=parts["h"], minutes=parts["m"])
-    if lead <= timedelta(0):
-        raise ReminderConfigError(f"reminder lead {text!r} must be more than zero")
-    return lead
 
 
 def parse_leads(texts: Iterable[str]) -> list[timedelta]:

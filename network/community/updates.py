@@ -173,6 +173,8 @@ class CohortUpdates:
         community: Community,
         *,
         on_queued: Callable[[], None] = lambda: None,
+        on_new_items: Callable[[Sequence[int]], Awaitable[None]] | None = None,
+        handle_commands: bool = True,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.settings = settings
@@ -185,9 +187,9 @@ class CohortUpdates:
         self.posted = 0
         self.window = settings.community.update_window
         # False when the assistance bot's command registry runs !update (network/service.py).
-        self.handle_commands = True
+        self.handle_commands = handle_commands
         # Digests queue items stored outside the poller through this (DigestRunner.queue_items).
-        self.on_new_items: Callable[[Sequence[int]], Awaitable[None]] | None = None
+        self.on_new_items = on_new_items
 
     # -- the command ---------------------------------------------------------------
 

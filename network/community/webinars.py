@@ -1,4 +1,4 @@
-"""Webinar reminders in the rooms a webinar was posted to, and its calendar file on the web.
+"""Webinar reminders in the rooms a webinar was posted to.
 
 The pure rules (which reminders, how they move with the start time, when one is too late)
 live in `network.community.reminders`; this module applies them to what storage holds. Each round:
@@ -11,7 +11,7 @@ live in `network.community.reminders`; this module applies them to what storage 
    from (item, room, lead, start), so a resend after a crash or restart returns the event
    already posted: never doubled. Late ones beyond the grace period are dropped.
 
-``GET /webinars/<id>.ics`` serves the webinar as an iCalendar file (digests link to it).
+Reminders link to the webinar's calendar file (`ics_url`), served by `network.web.calendar`.
 """
 
 from __future__ import annotations
@@ -24,23 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
-from aiohttp import web
-
-from feeds.sanitize import html_to_text
-from network.community.calendar import calendar_uri, webinar_ics
 from network.community.reminders import Reminder, format_when, parse_leads, reconcile, send_decision
 from network.errors import MatrixError, MatrixPermanent, MatrixRateLimited
 from network.matrix.gateway import MatrixGateway
 from network.settings.model import Settings
 from network.storage import Storage
 from network.storage.cohorts import NewReminder, ReminderRow
-from network.web.security import ID_PATTERN, path_id
 
 log = logging.getLogger(__name__)
 
-ICS_ROUTE = f"/webinars/{{item_id:{ID_PATTERN}}}.ics"
 MAX_IDLE = 60.0  # seconds between two rounds when nothing is due sooner
 MIN_WAIT = 0.5  # seconds between two rounds at least
 FIRST_BACKOFF = 1.0  # seconds before the round after a failed or blocked one; then doubled
@@ -232,35 +225,3 @@ class WebinarReminders:
             await asyncio.wait_for(stop.wait(), timeout=seconds)
         except TimeoutError:
             pass
-
-
-async def ics_handler(request: web.Request) -> web.Response:
-    """``GET /webinars/<id>.ics``: the webinar as a calendar file."""
-    from network.web.app import SERVICE
-
-    service = request.app[SERVICE]
-    item = await service.storage.item(path_id(request, "item_id"))
-    if item is None or item.kind != "webinar" or item.event_start is None:
-        raise web.HTTPNotFound(text="No webinar with a start time has this number.")
-    settings = service.settings
-    host = urlsplit(settings.web.public_url).hostname or "libhub"
-    body = webinar_ics(
-        uid=f"item-{item.id}@{host}",
-        title=item.title,
-        start=item.event_start,
-        duration=settings.webinars.duration,
-        # A link that cannot be a calendar URI (not http(s), control characters) is left out.
-        url=calendar_uri(item.link) if item.link else None,
-        description=html_to_text(item.summary_html),
-        now=datetime.now(UTC),
-    )
-    return web.Response(
-        body=body.encode("utf-8"),
-        content_type="text/calendar",
-        charset="utf-8",
-        headers={"Content-Disposition": f'attachment; filename="webinar-{item.id}.ics"'},
-    )
-
-
-def setup_routes(app: web.Application) -> None:
-    app.router.add_get(ICS_ROUTE, ics_handler)

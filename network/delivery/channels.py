@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo
 import apprise
 
 from network.errors import DeliveryError
+from network.route_templates import RouteTemplate
 from network.routing.render import channel_text
-from network.routing.templates import RouteTemplate
 from network.storage import Item, OutboxRow, Storage
 
 log = logging.getLogger(__name__)

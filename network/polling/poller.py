@@ -99,6 +99,11 @@ def to_input(item: ParsedItem, kind: str) -> ItemInput:
     )
 
 
+# Called with the feed id, the items seen for the first time that may be posted, and the
+# store time.
+ItemHook = Callable[[str, Sequence[ItemInput], datetime], Awaitable[None]]
+
+
 class Poller:
     def __init__(
         self,
@@ -109,6 +114,8 @@ class Poller:
         router: Router,
         on_queued: Callable[[], None] = lambda: None,
         notify_ops: OpsNotifier | None = None,
+        item_hooks: Sequence[ItemHook] = (),
+        cycle_hooks: Sequence[Callable[[], None]] = (),
         clock: Callable[[], datetime] = _utcnow,
         rnd: Callable[[], float] = random.random,
     ) -> None:
@@ -120,8 +127,8 @@ class Poller:
         # Called after each feed's items are stored, with the feed id, the items seen for
         # the first time that may be posted, and the store time (digests queue them); and
         # after a poll cycle that stored new items (immediate notices go out per cycle).
-        self.item_hooks: list[Callable[[str, Sequence[ItemInput], datetime], Awaitable[None]]] = []
-        self.cycle_hooks: list[Callable[[], None]] = []
+        self.item_hooks: list[ItemHook] = list(item_hooks)
+        self.cycle_hooks: list[Callable[[], None]] = list(cycle_hooks)
         self.notify_ops = notify_ops
         self.clock = clock
         self.rnd = rnd

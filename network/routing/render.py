@@ -3,7 +3,7 @@
 Matrix messages are ``m.notice`` (bots do not ping people) with a plain ``body`` and an
 ``org.matrix.custom.html`` ``formatted_body`` that only ever contains sanitized HTML;
 the summary is cut by visible length, never inside a tag or an entity; ``external_url``
-is the item's link. A route may bring its own template (network/routing/templates.py); if such a
+is the item's link. A route may bring its own template (network/route_templates.py); if such a
 template fails on a particular item, the default layout is used rather than losing the
 message. Length limits of social networks are applied in network/delivery/channels.py.
 """
@@ -20,7 +20,7 @@ from jinja2 import TemplateError
 
 from feeds.sanitize import html_to_text, sanitize_html, truncate_html
 from network.matrix.fit import MAX_CONTENT_BYTES, content_size, fit_event
-from network.routing.templates import RouteTemplate, event_start_text, render_channel, render_matrix
+from network.route_templates import RouteTemplate, event_start_text, render_channel, render_matrix
 from network.storage import Item
 
 log = logging.getLogger(__name__)

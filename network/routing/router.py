@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from feeds.sanitize import html_to_text
-from network.routing.templates import RouteTemplate, compile_template
+from network.route_templates import RouteTemplate, compile_template
 from network.settings.model import RouteSettings, Settings
 from network.storage import Target
 

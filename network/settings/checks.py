@@ -1,5 +1,5 @@
 """Checks shared by the settings sections: ids, rooms, users, members, email addresses,
-time zones and weekdays.
+time zones, weekdays and IP ranges.
 
 Each raises `ConfigError` with the key path, so a coordinator sees which line to fix. The
 weekday rule (`weekday_number`) and the email address rule (`email_address`) are the ones
@@ -9,7 +9,9 @@ every part of libhub uses (subscribers, invitations, the team's email, the sende
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from network.errors import ConfigError
@@ -115,3 +117,11 @@ def check_member(value: str, path: str) -> None:
             f"{value!r} is neither a Matrix user id ('@ana:example.org') nor an email address",
             path=path,
         )
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Sequence[str]) -> tuple[IPNetwork, ...]:
+    """Addresses or CIDR ranges (``10.0.0.0/8``); raises ValueError on a bad one."""
+    return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values)

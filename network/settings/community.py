@@ -3,6 +3,7 @@ pinned resources, the network's space and rooms, and webinar reminders."""
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from datetime import timedelta
@@ -156,6 +157,31 @@ def _check_welcome_format(welcome: str, path: str) -> None:
         raise ConfigError(f"broken placeholder: {e}", path=path) from e
 
 
+class ReminderConfigError(ValueError):
+    """A reminder lead or time zone in the configuration cannot be used."""
+
+
+_LEAD_RE = re.compile(
+    r"^(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?$", re.IGNORECASE
+)
+
+
+def parse_lead(text: str) -> timedelta:
+    """A lead from config: "1d", "2h", "30m", "1w", or combined in that order like "1d2h"."""
+    compact = re.sub(r"\s+", "", text)
+    match = _LEAD_RE.match(compact)
+    if not compact or match is None:
+        raise ReminderConfigError(
+            f"reminder lead {text!r} is not understood: write a number with w, d, h or m, "
+            f"largest unit first, like '1d', '2h', '30m' or '1d2h'"
+        )
+    parts = {unit: int(value) for unit, value in match.groupdict(default="0").items()}
+    lead = timedelta(weeks=parts["w"], days=parts["d"], hours=parts["h"], minutes=parts["m"])
+    if lead <= timedelta(0):
+        raise ReminderConfigError(f"reminder lead {text!r} must be more than zero")
+    return lead
+
+
 @dataclass(frozen=True)
 class WebinarSettings:
     reminder_leads: tuple[str, ...] = ("1d", "1h")
@@ -163,8 +189,6 @@ class WebinarSettings:
     duration: Duration = Duration(hours=1)
 
     def validate(self, path: str) -> None:
-        from network.community.reminders import ReminderConfigError, parse_lead
-
         if self.duration <= timedelta(0):
             raise ConfigError("expected a duration above 0", path=f"{path}.duration")
         for i, lead in enumerate(self.reminder_leads):

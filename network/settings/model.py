@@ -19,6 +19,7 @@ from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from network.errors import ConfigError
+from network.route_templates import compile_template
 from network.settings.checks import (
     address_in,
     check_email,
@@ -27,6 +28,7 @@ from network.settings.checks import (
     check_tz,
     check_user,
     check_weekday,
+    parse_networks,
 )
 from network.settings.community import (
     CohortSettings,
@@ -37,7 +39,6 @@ from network.settings.community import (
 from network.settings.loading import Duration, build
 from network.settings.smtp import parse_smtp_url
 from network.tokens import MIN_SECRET_BYTES
-from network.web.limits import parse_networks
 
 Kind = Literal["news", "webinar", "cohort-update"]
 KINDS: tuple[str, ...] = ("news", "webinar", "cohort-update")
@@ -327,6 +328,9 @@ class DigestSettings:
                 )
 
 
+MAX_BODY_MIB = 1024.0  # a feed body larger than 1 GiB is a mistake, not a feed
+
+
 @dataclass(frozen=True)
 class PollingSettings:
     default_interval: Duration = Duration(minutes=30)
@@ -340,6 +344,13 @@ class PollingSettings:
     def validate(self, path: str) -> None:
         if self.default_interval < timedelta(minutes=1):
             raise ConfigError("expected at least 1 minute", path=f"{path}.default_interval")
+        # The fetcher refuses bodies above this: 0, negative, nan or inf would refuse (or
+        # never bound) every feed, so it is refused here, where check-config sees it.
+        if not 0 < self.max_body_mib <= MAX_BODY_MIB:
+            raise ConfigError(
+                f"expected a size in MiB above 0 and at most {MAX_BODY_MIB}",
+                path=f"{path}.max_body_mib",
+            )
         if not 1 <= self.concurrency <= 500:
             raise ConfigError("expected 1 to 500", path=f"{path}.concurrency")
         if not 1 <= self.per_host <= 50:
@@ -400,14 +411,11 @@ class RouteSettings:
     exclude: tuple[str, ...] = ()
     rooms: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
-    # Jinja2 (sandboxed) for this route's rooms / channels; see network/routing/templates.py.
+    # Jinja2 (sandboxed) for this route's rooms / channels; see network/route_templates.py.
     matrix_template: str = ""
     channel_template: str = ""
 
     def validate(self, path: str) -> None:
-        # Imported here so this edit stays inside RouteSettings (shared file).
-        from network.routing.templates import compile_template
-
         for i, room in enumerate(self.rooms):
             check_room(room, f"{path}.rooms[{i}]")
         if not (self.rooms or self.channels):
@@ -572,7 +580,20 @@ class Settings:
                     )
         for name in self.channels:
             check_id(name, f"channels.{name}")
+        self._check_digest_topics(seen, cohort_ids)
         self._check_rooms_unique()
+
+    def _check_digest_topics(self, feed_ids: set[str], cohort_ids: set[str]) -> None:
+        # A topic naming a feed or cohort that was removed from the file stops the start,
+        # so check-config must refuse it too.
+        known = {"feed": feed_ids, "cohort": cohort_ids}
+        for i, topic in enumerate(self.digests.topics):
+            group, _, name = topic.partition(":")
+            if group in known and name not in known[group]:
+                raise ConfigError(
+                    f"unknown {group} {name!r}: define it as [[{group}s]] or remove the topic",
+                    path=f"digests.topics[{i}]",
+                )
 
     def _check_rooms_unique(self) -> None:
         # `cohorts sync` makes each managed room's members match its own list: a room named

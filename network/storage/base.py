@@ -28,7 +28,7 @@ from typing import Any, Self
 
 import aiosqlite
 
-from network.errors import DatabaseTooNew, StorageError
+from network.errors import DatabaseTooNew, NotOurDatabase, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _owner_only(path: Path) -> None:
         os.close(fd)
     for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         try:
-            if file.exists() and stat.S_IMODE(file.stat().st_mode) & 0o077:
+            if file.is_file() and stat.S_IMODE(file.stat().st_mode) & 0o077:
                 file.chmod(FILE_MODE)
         except OSError as e:
             # Owned by another user: SQLite may still open it; say what to fix.
@@ -92,25 +92,70 @@ class Database:
 
     @classmethod
     async def open(cls, path: Path | str, *, target_version: int | None = None) -> Self:
+        """Open (creating if new) and migrate the database at ``path``.
+
+        Raises `StorageError` saying what is wrong when the file cannot be opened, is not
+        an SQLite database, or is another program's database (it is never written to).
+        """
         p = Path(path)
-        if str(p) != ":memory:":
-            p.parent.mkdir(parents=True, exist_ok=True)
-            _owner_only(p)
         try:
-            conn = await aiosqlite.connect(p, isolation_level=None)
+            if str(p) != ":memory:":
+                p.parent.mkdir(parents=True, exist_ok=True)
+                _owner_only(p)
+            connecting = aiosqlite.connect(p, isolation_level=None)
+        except OSError as e:
+            raise StorageError(
+                f"cannot open database {p}: {e.strerror}; check database.path and the folder's "
+                "permissions"
+            ) from e
+        try:
+            conn = await connecting
         except sqlite3.Error as e:
-            raise StorageError(f"cannot open database {p}: {e}") from e
+            # A failed connect stops aiosqlite's worker thread; let it finish while the
+            # event loop still runs, or it reports to a closed loop as the process exits.
+            worker = getattr(connecting, "_thread", None)
+            if worker is not None and worker.is_alive():
+                await asyncio.to_thread(worker.join, 10)
+            raise StorageError(
+                f"cannot open database {p}: {e}; check database.path and the folder's permissions"
+            ) from e
         conn.row_factory = aiosqlite.Row
         db = cls(conn, p)
         try:
+            # Before anything is written (WAL mode changes the file header): is it ours?
+            await db._check_identity()
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA foreign_keys=ON")
             await conn.execute("PRAGMA busy_timeout=5000")
             await db._migrate(SCHEMA_VERSION if target_version is None else target_version)
+        except sqlite3.Error as e:
+            await conn.close()
+            raise StorageError(
+                f"cannot use database {p}: {e}; is database.path a libhub database? "
+                "Restore a backup or point it at a new file"
+            ) from e
         except BaseException:
             await conn.close()
             raise
         return db
+
+    async def _check_identity(self) -> None:
+        """Refuse an SQLite file of another program: libhub's migrations would be written
+        into it. A new, empty file is fine; libhub marks its files with `APPLICATION_ID`."""
+        async with self._conn.execute("PRAGMA application_id") as cur:
+            row = await cur.fetchone()
+        app_id = int(row[0]) if row else 0
+        if app_id == APPLICATION_ID:
+            return
+        async with self._conn.execute("SELECT count(*) FROM sqlite_master") as cur:
+            row = await cur.fetchone()
+        if app_id == 0 and not (row and int(row[0])):
+            return
+        whose = f"application_id {app_id:#x}" if app_id else "tables of its own"
+        raise NotOurDatabase(
+            f"database {self.path} belongs to another program ({whose}); libhub refuses to "
+            "change it: set database.path to a new file or to libhub's own database"
+        )
 
     async def _migrate(self, target: int) -> None:
         async with self._conn.execute("PRAGMA user_version") as cur:
@@ -138,6 +183,12 @@ class Database:
 
     async def close(self) -> None:
         await self._conn.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def schema_version(self) -> int:
         row = await self.fetchone("PRAGMA user_version")

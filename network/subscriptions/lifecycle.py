@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from network import tokens
@@ -34,9 +33,9 @@ from network.storage.subscribers import (
     TokenAlreadyUsed,
 )
 from network.subscriptions import personal
-from network.subscriptions.digests.schedule import FREQUENCIES
 from network.subscriptions.limits import SenderLimit
 from network.subscriptions.postman import Links, Postman
+from network.subscriptions.schedule import FREQUENCIES
 from network.subscriptions.topics import (
     Address,
     SubscriptionError,
@@ -45,9 +44,6 @@ from network.subscriptions.topics import (
     next_due,
     parse_address,
 )
-
-if TYPE_CHECKING:
-    from network.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -320,13 +316,12 @@ def _bot_too_many(window_seconds: float) -> str:
     )
 
 
-async def subscribe_from_matrix(service: Service, sender: str, text: str) -> str:
+async def subscribe_from_matrix(subs: Subscriptions, sender: str, text: str) -> str:
     """Handle ``!subscribe weekly webinars you@example.org`` (words in any order).
 
     Sends the confirmation message and returns the reply for the room. The reply is the
     same whether or not the address was already subscribed.
     """
-    subs: Subscriptions = service.subscriptions
     words = text.split()
     if words and words[0].lower() in ("!subscribe", "subscribe"):
         words = words[1:]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from network.ratelimit import PerClientLimit
 from network.settings.model import WebSettings
-from network.web.limits import PerClientLimit
 
 
 class SenderLimit:

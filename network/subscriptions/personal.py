@@ -11,25 +11,45 @@ relay that cannot be used at all costs no attempts.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from network.errors import ConfigError
 from network.mail.pool import SendResult
+from network.settings.model import Settings
+from network.storage import Storage
 from network.storage.personal_mail import QueuedMail
 from network.storage.subscribers import Subscriber, SubscribeRequest
-from network.subscriptions.digests.outcomes import retry_delay
-from network.subscriptions.digests.render import RenderedMessage
-from network.subscriptions.postman import render_message
-from network.subscriptions.topics import Address, describe
-
-if TYPE_CHECKING:
-    from network.subscriptions.lifecycle import Subscriptions
+from network.subscriptions.postman import Links, Postman, render_message
+from network.subscriptions.render import RenderedMessage
+from network.subscriptions.schedule import retry_delay
+from network.subscriptions.topics import Address, TopicCatalog, describe
 
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=2)  # a sender killed mid-send leaves the message due after this
 BATCH = 50
+
+
+class Subscriptions(Protocol):
+    """What sending personal mail needs of `lifecycle.Subscriptions` (which uses this
+    module, so this module names the parts instead of importing it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def storage(self) -> Storage: ...
+    @property
+    def postman(self) -> Postman: ...
+    @property
+    def links(self) -> Links: ...
+    @property
+    def catalog(self) -> TopicCatalog: ...
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
+    @property
+    def network_name(self) -> str: ...
 
 
 def confirmation(subs: Subscriptions, request: SubscribeRequest, now: datetime) -> RenderedMessage:

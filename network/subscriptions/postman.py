@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 from network import tokens
@@ -33,7 +33,7 @@ from network.mail.message import build_message
 from network.mail.pool import SendResult, SmtpSender
 from network.settings.model import Settings
 from network.storage.subscribers import SubscribeRequest
-from network.subscriptions.digests.render import RenderedMessage
+from network.subscriptions.render import RenderedMessage
 from network.templating import environment
 
 log = logging.getLogger(__name__)
@@ -272,6 +272,12 @@ class Postman:
         if self._smtp is not None:
             await self._smtp.close()
             self._smtp = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 def _qp(text: str) -> str:

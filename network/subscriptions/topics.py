@@ -22,7 +22,7 @@ from network.errors import ConfigError, LibhubError
 from network.settings.checks import WEEKDAY_NAMES, bare_address, email_address
 from network.settings.model import Settings
 from network.storage.subscribers import Preferences
-from network.subscriptions.digests.schedule import Schedule, next_send
+from network.subscriptions.schedule import Schedule, next_send
 
 KIND_TOPIC_LABELS = {"webinar": "Webinars", "news": "News", "cohort-update": "Cohort updates"}
 

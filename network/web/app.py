@@ -1,29 +1,26 @@
 """The web server: health, and the pages other modules register on it.
 
-aiohttp, server-rendered. The app object carries the running `Service` under a typed
-key; route modules (subscriptions, dashboard, calendar files, metrics) add their
-routes through `setup_routes`-style functions called by the app factory.
+aiohttp, server-rendered. The app object carries the parts of the running service the
+pages need (a `WebContext`, network/web/context.py) under a typed key; route modules
+(subscriptions, dashboard, calendar files, metrics) add their routes through
+`setup_routes`-style functions called by the app factory.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from network.web.limits import IPNetwork, PerClientLimit, parse_networks
+from network.ratelimit import PerClientLimit
+from network.settings.checks import parse_networks
+from network.web import calendar, dashboard, dashboard_login, metrics
+from network.web.context import CONTEXT, FORM_LIMIT, TRUSTED_PROXIES, WebContext
 from network.web.security import security_middleware
-
-if TYPE_CHECKING:
-    from network.service import Service
-
-SERVICE: web.AppKey[Service] = web.AppKey("service")
-# Posts of the forms that send mail, per client address (network/web/limits.py).
-FORM_LIMIT: web.AppKey[PerClientLimit] = web.AppKey("form_limit")
-TRUSTED_PROXIES: web.AppKey[tuple[IPNetwork, ...]] = web.AppKey("trusted_proxies")
+from network.web.subscribe import setup_subscribe_routes
 
 
-async def health_report(service: Service) -> tuple[bool, dict[str, Any]]:
+async def health_report(service: WebContext) -> tuple[bool, dict[str, Any]]:
     """What /healthz and `libhub status` show: can a coordinator trust the service now?"""
     report: dict[str, Any] = {}
     db_ok = True
@@ -60,27 +57,24 @@ async def health_report(service: Service) -> tuple[bool, dict[str, Any]]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    ok, report = await health_report(request.app[SERVICE])
+    ok, report = await health_report(request.app[CONTEXT])
     return web.json_response(report, status=200 if ok else 503)
 
 
-def make_web_app(service: Service) -> web.Application:
+def make_web_app(service: WebContext) -> web.Application:
     # One middleware for every route: security headers, unreadable bodies refused.
     app = web.Application(client_max_size=64 * 1024, middlewares=[security_middleware])
-    app[SERVICE] = service
+    app[CONTEXT] = service
     w = service.settings.web
     app[FORM_LIMIT] = PerClientLimit(w.forms_per_client, w.forms_window.total_seconds())
     app[TRUSTED_PROXIES] = parse_networks(w.trusted_proxies)
     app.router.add_get("/healthz", healthz)
     # Community of practice: staff dashboard, Prometheus metrics, webinar calendar files.
-    from network.community import webinars
-    from network.web import dashboard, metrics
-
     dashboard.setup_routes(app, service.settings)
+    if service.settings.dashboard.enabled and dashboard.matrix_login_enabled(service.settings):
+        dashboard_login.setup_matrix_login(app)
     metrics.setup_routes(app)
-    webinars.setup_routes(app)
+    calendar.setup_routes(app)
     # Subscribers: subscribe, confirm, manage, one-click unsubscribe.
-    from network.web.subscribe import setup_subscribe_routes
-
     setup_subscribe_routes(app)
     return app

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -39,10 +39,8 @@ from network.tokens import (
     sign_token,
     verify_token,
 )
+from network.web.context import WebContext, context_of
 from network.web.security import ID_PATTERN, csrf_matches, csrf_token, path_id
-
-if TYPE_CHECKING:
-    from network.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +114,8 @@ def _redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def service_of(request: web.Request) -> Service:
-    from network.web.app import SERVICE
-
-    return request.app[SERVICE]
+def service_of(request: web.Request) -> WebContext:
+    return context_of(request)
 
 
 def _session(request: web.Request, key: bytes) -> Session | None:
@@ -148,7 +144,7 @@ def same_origin(request: web.Request) -> bool:
     return sent.netloc.lower() == request.host.lower()
 
 
-Page = Callable[[web.Request, "Service", Session], Awaitable[web.StreamResponse]]
+Page = Callable[[web.Request, "WebContext", Session], Awaitable[web.StreamResponse]]
 
 
 def _page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -236,7 +232,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
 
 def start_session(
-    service: Service, key: bytes, subject: str, now: datetime, *, how: str
+    service: WebContext, key: bytes, subject: str, now: datetime, *, how: str
 ) -> web.Response:
     """Send the browser to the overview with a fresh session cookie for ``subject``."""
     ttl: timedelta = service.settings.dashboard.session_ttl
@@ -255,7 +251,9 @@ def start_session(
     return resp
 
 
-async def _logout(request: web.Request, service: Service, session: Session) -> web.StreamResponse:
+async def _logout(
+    request: web.Request, service: WebContext, session: Session
+) -> web.StreamResponse:
     # Deleting the cookie is not enough: a copy of it would stay valid for the session's
     # lifetime, so the session itself is ended.
     await service.storage.end_session(session.nonce, session.name, datetime.now(UTC))
@@ -279,7 +277,7 @@ async def _optional(storage: Any, name: str, *args: Any, **kwargs: Any) -> Any:
         return None
 
 
-async def overview_data(service: Service, now: datetime) -> dict[str, Any]:
+async def overview_data(service: WebContext, now: datetime) -> dict[str, Any]:
     """Everything the overview page shows (also used by tests)."""
     storage = service.storage
     feeds = [
@@ -331,7 +329,7 @@ async def overview_data(service: Service, now: datetime) -> dict[str, Any]:
     }
 
 
-async def _cohorts(service: Service) -> list[dict[str, Any]]:
+async def _cohorts(service: WebContext) -> list[dict[str, Any]]:
     out = []
     counts = await service.storage.cohort_update_counts()
     for cohort in service.settings.cohorts:
@@ -365,7 +363,7 @@ async def _cohorts(service: Service) -> list[dict[str, Any]]:
     return out
 
 
-async def _overview(request: web.Request, service: Service, session: Session) -> web.Response:
+async def _overview(request: web.Request, service: WebContext, session: Session) -> web.Response:
     now = datetime.now(UTC)
     data = await overview_data(service, now)
     return _render(
@@ -373,7 +371,7 @@ async def _overview(request: web.Request, service: Service, session: Session) ->
     )
 
 
-async def _outbox(request: web.Request, service: Service, session: Session) -> web.Response:
+async def _outbox(request: web.Request, service: WebContext, session: Session) -> web.Response:
     now = datetime.now(UTC)
     storage = service.storage
     failed = await storage.failed_rows(limit=100)
@@ -405,7 +403,7 @@ async def _outbox(request: web.Request, service: Service, session: Session) -> w
     )
 
 
-async def _retry(request: web.Request, service: Service, session: Session) -> web.StreamResponse:
+async def _retry(request: web.Request, service: WebContext, session: Session) -> web.StreamResponse:
     row_id = path_id(request, "row_id")
     changed = await service.storage.retry_failed(datetime.now(UTC), row_id)
     if changed:
@@ -419,10 +417,6 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
         return
     app.router.add_get(f"{PREFIX}/login", login_form)
     app.router.add_post(f"{PREFIX}/login", login_submit)
-    if matrix_login_enabled(settings):
-        from network.web.dashboard_login import setup_matrix_login
-
-        setup_matrix_login(app)
     app.router.add_post(f"{PREFIX}/logout", _page(_logout))
     app.router.add_get(PREFIX, _page(_overview))
     app.router.add_get(f"{PREFIX}/outbox", _page(_outbox))

@@ -17,7 +17,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from network.web.app import TRUSTED_PROXIES
+from network.ratelimit import PerClientLimit
+from network.web.context import TRUSTED_PROXIES
 from network.web.dashboard import (
     PREFIX,
     DashboardUnavailable,
@@ -27,7 +28,7 @@ from network.web.dashboard import (
     service_of,
     start_session,
 )
-from network.web.limits import PerClientLimit, client_address
+from network.web.limits import client_address
 
 log = logging.getLogger(__name__)
 

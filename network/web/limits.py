@@ -1,5 +1,6 @@
-"""Who is asking the web server, and how often: the client's address behind trusted
-proxies, a per-client limit on the forms that send mail, and the guard on ``/metrics``.
+"""Who is asking the web server: the client's address behind trusted proxies (counted by
+`network.ratelimit`'s per-client limit on the forms that send mail), and the guard on
+``/metrics``.
 
 The per-address limit on confirmations (storage) stops mail bombing of one inbox; this
 one stops one client from making the service mail thousands of inboxes. Libraries put
@@ -11,23 +12,15 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from network.settings.checks import IPNetwork, parse_networks
+
 if TYPE_CHECKING:
     from network.settings.model import WebSettings
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-MAX_CLIENTS = 10_000  # clients remembered at once; the least recent are forgotten first
-
-
-def parse_networks(values: Sequence[str]) -> tuple[IPNetwork, ...]:
-    """Addresses or CIDR ranges (``10.0.0.0/8``); raises ValueError on a bad one."""
-    return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values)
 
 
 def _in(address: str, networks: Sequence[IPNetwork]) -> bool:
@@ -51,62 +44,6 @@ def client_address(request: web.Request, trusted: Sequence[IPNetwork]) -> str:
         if not _in(hop, trusted):
             return hop
     return hops[0] if hops else peer
-
-
-def limit_key(address: str) -> str:
-    """The key a client is counted under: its address, but a whole IPv6 /64 for IPv6.
-
-    One IPv6 host usually holds a /64 and can pick a new address in it for every request;
-    counting addresses one by one would let it walk around any limit."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
-
-
-class PerClientLimit:
-    """At most ``limit`` events per ``window`` seconds for each client (a sliding window).
-
-    Clients are counted under ``key(client)``: by default `limit_key`, which groups IPv6
-    addresses by /64; pass ``key=str`` to count other names (accounts) as they are."""
-
-    def __init__(
-        self,
-        limit: int,
-        window: float,
-        *,
-        max_clients: int = MAX_CLIENTS,
-        clock: Callable[[], float] = time.monotonic,
-        key: Callable[[str], str] = limit_key,
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_clients = max_clients
-        self.clock = clock
-        self.key = key
-        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def allow(self, client: str) -> bool:
-        """Count one event for ``client``; False (and not counted) when over the limit."""
-        if self.limit <= 0:
-            return True
-        client = self.key(client)
-        now = self.clock()
-        times = self._seen.pop(client, None) or deque()
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        allowed = len(times) < self.limit
-        if allowed:
-            times.append(now)
-        self._seen[client] = times  # most recent last
-        while len(self._seen) > self.max_clients:
-            self._seen.popitem(last=False)
-        return allowed
 
 
 def _local(address: str) -> bool:

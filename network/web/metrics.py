@@ -13,14 +13,12 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from network.web.context import WebContext, context_of
 from network.web.limits import metrics_refusal
-
-if TYPE_CHECKING:
-    from network.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +89,7 @@ async def _optional(storage: Any, method: str) -> Any:
         return None
 
 
-async def collect(service: Service) -> list[Family]:
+async def collect(service: WebContext) -> list[Family]:
     """Every metric family of the running service."""
     storage = service.storage
     fams: list[Family] = []
@@ -177,9 +175,7 @@ async def collect(service: Service) -> list[Family]:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    from network.web.app import SERVICE
-
-    service = request.app[SERVICE]
+    service = context_of(request)
     refused = metrics_refusal(request, service.settings.web)
     if refused is not None:
         return refused

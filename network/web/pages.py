@@ -16,7 +16,7 @@ import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -24,16 +24,13 @@ from aiohttp import web
 from network.errors import ConfigError
 from network.settings.checks import WEEKDAY_NAMES
 from network.storage.subscribers import Preferences, TokenAlreadyUsed
+from network.subscriptions.lifecycle import Subscriptions
 from network.subscriptions.topics import SubscriptionError, time_zones
 from network.templating import environment
 from network.tokens import TokenExpired
-from network.web.app import FORM_LIMIT, SERVICE, TRUSTED_PROXIES
+from network.web.context import FORM_LIMIT, TRUSTED_PROXIES, context_of
 from network.web.limits import client_address
 from network.web.security import csrf_matches, csrf_token
-
-if TYPE_CHECKING:
-    from network.service import Service
-    from network.subscriptions.lifecycle import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +39,8 @@ CSRF_COOKIE = "libhub_csrf"
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-def _service(request: web.Request) -> Service:
-    return request.app[SERVICE]
-
-
 def subs_of(request: web.Request) -> Subscriptions:
-    return _service(request).subscriptions
+    return context_of(request).subscriptions
 
 
 def _secret(request: web.Request) -> bytes:

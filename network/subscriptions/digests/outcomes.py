@@ -21,6 +21,7 @@ from network.mail.pool import SendResult
 from network.settings.model import DigestSettings
 from network.storage import Storage
 from network.storage.subscribers import DigestRun, Subscriber
+from network.subscriptions.schedule import retry_delay
 
 # The runner's logger, as before this module was split out of runner.py.
 log = logging.getLogger("network.subscriptions.digests.runner")
@@ -36,11 +37,6 @@ def bounce_score(
     if last_bounce is not None and last_bounce.date() == now.astimezone(UTC).date() and score:
         return score
     return score + 1.0
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """1 minute after the first failure, doubling, at most an hour."""
-    return timedelta(seconds=min(3600, 60 * 2 ** max(0, attempts - 1)))
 
 
 @dataclass

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from network.storage import Storage, from_iso, now_iso
 from network.storage.subscribers import Claim, QueueEntry, Subscriber
-from network.subscriptions.digests.schedule import due, next_send
+from network.subscriptions.schedule import due, next_send
 from network.subscriptions.topics import TopicCatalog, schedule_of
 
 

@@ -23,8 +23,8 @@ from network.storage import Item, ItemInput
 from network.storage.subscribers import Subscriber
 from network.subscriptions.digests.outcomes import SendReport
 from network.subscriptions.digests.plan import PlannedRun, due_claims
-from network.subscriptions.digests.render import RenderedMessage
 from network.subscriptions.digests.send import DigestSender
+from network.subscriptions.render import RenderedMessage
 
 log = logging.getLogger(__name__)
 

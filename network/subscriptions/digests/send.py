@@ -48,16 +48,16 @@ from network.subscriptions.digests.outcomes import (
     SendReport,
     record_result,
     record_retry,
-    retry_delay,
 )
-from network.subscriptions.digests.render import (
+from network.subscriptions.lifecycle import Subscriptions
+from network.subscriptions.postman import Links, ListMail
+from network.subscriptions.render import (
     DigestItem,
     RenderedMessage,
     render_digest,
     render_immediate,
 )
-from network.subscriptions.lifecycle import Subscriptions
-from network.subscriptions.postman import Links, ListMail
+from network.subscriptions.schedule import retry_delay
 
 # The runner's logger, as before this module was split out of runner.py.
 log = logging.getLogger("network.subscriptions.digests.runner")
@@ -144,6 +144,7 @@ class DigestSender:
         clock: Callable[[], datetime] = utcnow,
         lease: timedelta = LEASE,
         batch: int = 500,
+        notify_ops: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -162,7 +163,7 @@ class DigestSender:
         # What is wrong with the relay right now, for /healthz ("" when nothing is known).
         self.relay_problem = ""
         # Tells coordinators (the service's ops room) when the relay refuses everyone.
-        self.notify_ops: Callable[[str], Awaitable[None]] | None = None
+        self.notify_ops = notify_ops
         self._alerts: set[asyncio.Task[None]] = set()
 
     # -- rendering ---------------------------------------------------------------------------

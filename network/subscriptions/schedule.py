@@ -161,3 +161,9 @@ def due(schedule: Schedule, now: datetime, last_sent: datetime | None) -> dateti
     if last_sent is None or last_sent.astimezone(UTC) < key:
         return key
     return None
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long a message waits after ``attempts`` failures (digests, confirmations): 1
+    minute after the first, doubling, at most an hour."""
+    return timedelta(seconds=min(3600, 60 * 2 ** max(0, attempts - 1)))

@@ -1,0 +1,104 @@
+"""``libhub cohorts sync|list``: the network's space, rooms and cohorts in Matrix."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from network.cli.common import Subparsers, add, config, err, out, setup_logging
+
+
+def _cmd_cohorts_sync(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from network.community.cohorts import CohortSync, smtp_mailer
+    from network.matrix.gateway import MatrixGateway
+    from network.settings.model import secret
+    from network.storage import Storage
+
+    settings = config(args)
+    setup_logging(args.verbose)
+    logging.getLogger().setLevel(logging.WARNING)
+
+    async def main() -> int:
+        storage = await Storage.open(settings.database_path)
+        matrix = MatrixGateway(
+            settings.matrix,
+            storage,
+            password=secret(settings.matrix.password_env),
+            access_token=secret(settings.matrix.access_token_env),
+        )
+        try:
+            await matrix.login()
+            sync = CohortSync(settings, matrix, storage, mailer=smtp_mailer(settings))
+            report = await (sync.plan() if args.dry_run else sync.apply())
+        finally:
+            await matrix.close()
+            await storage.close()
+        title = "What `libhub cohorts sync` would do" if args.dry_run else "Done"
+        table = Table(title=title)
+        for col in ("room", "action", "who / what", "detail"):
+            table.add_column(col)
+        for a in report.actions:
+            style = "" if a.changes else "dim"
+            table.add_row(a.room, a.kind, a.target, a.detail, style=style)
+        if report.actions:
+            out.print(table)
+        n = len(report.changes)
+        out.print(f"{n} change(s)" if n else "Nothing to change: Matrix matches the config.")
+        for line in report.errors:
+            err.print(f"[red]error:[/red] {line}", highlight=False)
+        return 1 if report.errors else 0
+
+    return asyncio.run(main())
+
+
+def _cmd_cohorts_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from network.storage import Storage
+
+    settings = config(args)
+
+    async def main() -> int:
+        storage = await Storage.open(settings.database_path)
+        try:
+            counts = await storage.cohort_update_counts()
+            for cohort in settings.cohorts:
+                room = await storage.community_room(f"cohort:{cohort.id}")
+                invited = await storage.invited_users(room.room_id) if room else set()
+                emailed = await storage.emailed_members(cohort.id)
+                table = Table(
+                    title=f"{cohort.name} ({cohort.room}): {counts.get(cohort.id, 0)} update(s)"
+                )
+                for col in ("member", "library", "libhub did"):
+                    table.add_column(col)
+                for member in cohort.all_members:
+                    did = (
+                        "invited"
+                        if member in invited
+                        else "emailed"
+                        if member in emailed
+                        else "nothing yet (run `libhub cohorts sync`)"
+                    )
+                    table.add_row(member, cohort.library_of(member) or "", did)
+                out.print(table)
+        finally:
+            await storage.close()
+        return 0
+
+    return asyncio.run(main())
+
+
+def register(sub: Subparsers) -> None:
+    cohorts = sub.add_parser("cohorts", help="the network's space, rooms and cohorts in Matrix")
+    csub = cohorts.add_subparsers(dest="cohorts_command", metavar="COMMAND", required=True)
+    sync = add(
+        csub,
+        "sync",
+        _cmd_cohorts_sync,
+        "create the space and rooms, invite members, pin resources (shows the plan first)",
+    )
+    sync.add_argument("--dry-run", action="store_true", help="only show what would change")
+    add(csub, "list", _cmd_cohorts_list, "show each cohort's members and what libhub did")
