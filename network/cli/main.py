@@ -233,6 +233,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_async(run_demo(Path(args.data_dir)))
 
 
+def cmd_matrix_new_device(args: argparse.Namespace) -> int:
+    """Forget the bot's Matrix session: the next run logs in as a new device with a new
+    crypto store (needed when the old store was lost). Old encrypted messages stay
+    unreadable to the bot; the new device is cross-signed on its first start."""
+    settings = _config(args)
+    from network.storage import Storage
+
+    async def main() -> int:
+        storage = await Storage.open(settings.database_path)
+        try:
+            old = await storage.get_state("matrix.device_id")
+            await storage.set_state("matrix.token", "")
+            await storage.set_state("matrix.device_id", "")
+        finally:
+            await storage.close()
+        out.print(
+            f"forgot device {old or '(none)'}: the next `libhub run` logs in as a new device "
+            f"with the password in ${settings.matrix.password_env or 'the password variable'}"
+        )
+        return 0
+
+    return _run_async(main())
+
+
 # -- parser --------------------------------------------------------------------------
 
 
@@ -258,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("check-config", cmd_check_config, "validate a config file and exit")
     st = add("status", cmd_status, "show feed health and the delivery queue")
     st.add_argument("--json", action="store_true", help="print JSON")
+    add(
+        "matrix-new-device",
+        cmd_matrix_new_device,
+        "forget the bot's Matrix device so the next run logs in as a new one",
+    )
     demo = add("demo", cmd_demo, "run a self-contained demo on loopback", config=False)
     demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its state")
 

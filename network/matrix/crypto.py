@@ -83,6 +83,7 @@ class RoomCrypto:
         self._keys_lock = asyncio.Lock()
         self._parked: dict[str, Parked] = {}  # event id -> event waiting for its key
         self._requested: set[str] = set()  # session ids whose key was asked for
+        self.late_key_notice = LATE_KEY_NOTICE
 
     @property
     def ready(self) -> bool:
@@ -346,7 +347,7 @@ class RoomCrypto:
         for event_id, parked in list(self._parked.items()):
             if now - parked.since > PARK_FOR:
                 del self._parked[event_id]
-            elif not parked.told and now - parked.since > LATE_KEY_NOTICE:
+            elif not parked.told and now - parked.since > self.late_key_notice:
                 parked.told = True
                 out.append((parked.room_id, parked.event))
         return out

@@ -85,7 +85,7 @@ class SigningKey:
 
 def verify(public: str, message: bytes, signature: str) -> bool:
     try:
-        key = ECC.import_key(b64decode(public), curve_name="Ed25519")
+        key = eddsa.import_public_key(b64decode(public))
         eddsa.new(key, "rfc8032").verify(message, b64decode(signature))
     except (ValueError, TypeError):
         return False
