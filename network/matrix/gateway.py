@@ -160,6 +160,7 @@ class MatrixGateway:
             self.client.user_id = self.user_id = str(who.get("user_id", self.user_id))
             self.client.device_id = str(who.get("device_id") or device_id or "")
             await self._remember_session(token, self.client.device_id)
+            await self.prepare_crypto()
             return
         if not self._password:
             raise MatrixAuthError(
@@ -184,6 +185,16 @@ class MatrixGateway:
             )
         self.user_id = resp.user_id
         await self._remember_session(resp.access_token, resp.device_id)
+        await self.prepare_crypto()
+
+    async def prepare_crypto(self) -> None:
+        """Once per process, after login: the crypto store opened and checked against the
+        device's published keys, the keys published, and the device cross-signed."""
+        if not self._crypto_started:
+            await self.crypto.start()
+            self._crypto_started = True
+        if not self._cross_signed and self.crypto.ready:
+            self._cross_signed = await self.cross_signing.ensure(self.client)
 
     async def _remember_session(self, token: str, device_id: str) -> None:
         await self.storage.set_state("matrix.token", token)
@@ -402,12 +413,7 @@ class MatrixGateway:
     async def _sync_once(
         self, *, on_event: EventHandler | None, on_invite: InviteHandler | None
     ) -> None:
-        if not self._crypto_started:
-            # Before the first sync: keys published, and the store checked against them.
-            await self.crypto.start()
-            self._crypto_started = True
-        if not self._cross_signed and self.crypto.ready:
-            self._cross_signed = await self.cross_signing.ensure(self.client)
+        await self.prepare_crypto()
         since = await self.storage.get_state("matrix.next_batch")
         timeout_ms = int(self.settings.sync_timeout.total_seconds() * 1000) if since else 0
         sync_filter: dict[str, Any] = {"room": {"state": {"lazy_load_members": True}}}
