@@ -166,3 +166,37 @@ async def test_a_lost_crypto_store_holds_encrypted_sends_and_says_how_to_recover
                 for e in await raw.events(room)
                 if e.get("sender") == bot and e["type"] in ("m.room.message", "m.room.encrypted")
             ] == []
+
+
+async def test_a_message_that_never_decrypts_is_reported_to_its_sender_once(
+    synapse: DevHomeserver, admin: DevUser, tmp_path: Path, bot_env: dict[str, str]
+) -> None:
+    librarian = await new_user(synapse, "librarian", admin)
+    async with world(synapse, admin, tmp_path, bot_env) as w, JsClient() as js:
+        await js.login(synapse.url, librarian.user_id, librarian.password)
+        service = await w.start()
+        service.matrix.crypto.late_key_notice = 0.0  # tell at the next sync
+        bot = w.bot.user_id
+        dm = await js.create_room(invite=[bot], is_direct=True)
+        await js.wait_message(dm, sender=bot, contains="Hello!")
+        bogus = {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "ciphertext": "AwgAEhCg",
+            "sender_key": "k" * 43,
+            "session_id": "s" * 43,
+            "device_id": "NOSUCHDEVICE",
+        }
+        async with MatrixReader(synapse.url, librarian) as raw:
+            for _ in range(2):
+                await raw.send(dm, bogus, "m.room.encrypted")
+            await js.wait_message(dm, sender=bot, contains="did not reach me")
+            # The bot keeps working, and a question after them is answered.
+            await js.say(dm, WIFI)
+            await js.wait_message(dm, sender=bot, contains="Wi-Fi access after hours")
+            notices = [
+                e
+                for e in await js.events(dm)
+                if e["sender"] == bot and "did not reach me" in str(e["content"].get("body"))
+            ]
+            assert len(notices) == 1
+            assert await plain_from(raw, dm, bot) == []
