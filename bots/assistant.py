@@ -120,6 +120,13 @@ class Assistant(BotApi):
 
     async def on_event(self, room_id: str, event: nio.Event) -> None:
         """The sync hook: keep the event in the inbox if the bot may have to handle it."""
+        if isinstance(event, nio.MegolmEvent):
+            # Its key never came (the gateway keeps waiting for it, and hands the decrypted
+            # event over if it does): the sender is told once, outside the inbox, so the
+            # event id stays free for the message itself.
+            if event.sender != self.user_id:
+                await self.rooms.tell_unreadable(room_id, event.sender, event.session_id)
+            return
         await self.inbox.on_event(room_id, event)
 
     # -- running -------------------------------------------------------------------------------
@@ -194,7 +201,7 @@ class Assistant(BotApi):
         if info is None or int(ev.get("origin_server_ts", 0)) < info.joined_ts:
             return  # not in the room, or history from before the bot joined
         if etype in ("m.room.encrypted", "m.room.encryption"):
-            await self.rooms.on_encrypted(room_id, info)
+            self.rooms.on_encrypted(room_id, info)
         elif self.rooms.is_team_room(room_id) and await self.escalation.on_team_event(ev, now):
             return
         elif etype == "m.reaction":

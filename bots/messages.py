@@ -144,9 +144,10 @@ GREETING = (
     "Need Assistance team (or send !human). !help lists everything I can do. If you wrote "
     "before I joined, please ask again."
 )
-ENCRYPTED = (
-    "I can't read encrypted messages, so I won't see what is written in this room. Please "
-    "start a direct chat with me with encryption turned off, and I'll gladly help."
+UNREADABLE = (
+    "One of your messages here did not reach me in a form I can read (its encryption key "
+    "never arrived). Please send it again; if this keeps happening, sign out of old sessions "
+    "or verify this one in your Matrix app."
 )
 UNSURE = "I'm not sure the toolbox covers that."
 NO_QUESTION = (

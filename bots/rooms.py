@@ -5,8 +5,9 @@ post), display names and room labels, finding the configured team and help rooms
 rooms libhub created for the community, and what the bot knows of each room it is in: when
 it first joined, how many people are in, whether it is encrypted. From those it tells a
 direct chat (the bot and one person, in a room libhub did not make) from the rest. On
-joining a direct chat the bot greets the person once; an encrypted room, whose messages it
-cannot read, gets one warning.
+joining a direct chat the bot greets the person once. Encrypted rooms work like the others:
+the gateway decrypts what comes in and encrypts what goes out; a message whose key never
+arrived gets one notice to its sender.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from bots.messages import ENCRYPTED, GREETING, message, txn
+from bots.messages import GREETING, UNREADABLE, message, txn
 from network.errors import MatrixError, MatrixPermanent, MatrixRateLimited, MatrixUnavailable
 from network.settings.model import Settings
 
@@ -181,8 +182,6 @@ class Rooms:
         if len(self._rooms) > 5000:
             self._rooms.clear()
         self._rooms[room_id] = info
-        if encrypted:
-            await self._warn_encrypted(room_id)
         return info
 
     def is_direct(self, room_id: str, info: RoomInfo) -> bool:
@@ -194,26 +193,23 @@ class Rooms:
         )
         return not special and info.members <= 2
 
-    async def on_encrypted(self, room_id: str, info: RoomInfo) -> None:
+    def on_encrypted(self, room_id: str, info: RoomInfo) -> None:
         """The room turned out to be encrypted (an encrypted event or the encryption state)."""
         self._rooms[room_id] = replace(info, encrypted=True)
-        await self._warn_encrypted(room_id)
 
     async def on_own_join(self, room_id: str, ev: dict[str, Any]) -> None:
         """The bot joined: remember when, and greet the person in a new direct chat."""
         await self.storage.set_bot_room_joined(room_id, int(ev.get("origin_server_ts", 0)))
         self._rooms.pop(room_id, None)
         info = await self.info(room_id)
-        if info is None or info.encrypted or not self.is_direct(room_id, info):
+        if info is None or not self.is_direct(room_id, info):
             return
         row = await self.storage.bot_room(room_id)
         if row is not None and not row.greeted:
             await self.send(room_id, message(GREETING), txn("greet", room_id))
             await self.storage.set_room_flag(room_id, "greeted")
 
-    async def _warn_encrypted(self, room_id: str) -> None:
-        row = await self.storage.bot_room(room_id)
-        if row is not None and row.encryption_warned:
-            return
-        await self.send(room_id, message(ENCRYPTED), txn("e2ee", room_id))
-        await self.storage.set_room_flag(room_id, "encryption_warned")
+    async def tell_unreadable(self, room_id: str, sender: str, session_id: str) -> None:
+        """Tell the sender, once per encryption session, that a message could not be read."""
+        content = message(UNREADABLE, mentions=[sender])
+        await self.send(room_id, content, txn("unreadable", room_id, sender, session_id))

@@ -59,6 +59,11 @@ class MatrixUnavailable(MatrixError):
     """The homeserver cannot be reached or answered with a server error."""
 
 
+class MatrixEncryptionUnavailable(MatrixUnavailable):
+    """The room is encrypted and the bot cannot encrypt right now: the message waits (never
+    sent in plain text)."""
+
+
 class MatrixRateLimited(MatrixError):
     """``M_LIMIT_EXCEEDED``: wait ``retry_after`` seconds before sending again."""
 

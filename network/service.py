@@ -187,6 +187,8 @@ class Service:
                     storage,
                     password=secret(settings.matrix.password_env),
                     access_token=secret(settings.matrix.access_token_env),
+                    crypto_store=settings.crypto_store_path,
+                    recovery_key=secret(settings.matrix.recovery_key_env),
                 )
             )
             channels = ChannelSender()

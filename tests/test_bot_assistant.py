@@ -1,6 +1,6 @@
 """The assistance bot on a real Synapse: answers in direct chats (threaded replies with the
-asker mentioned and the source page), where it stays quiet, commands, reactions, encrypted
-rooms, and answering exactly once across restarts."""
+asker mentioned and the source page), where it stays quiet, commands, reactions,
+and answering exactly once across restarts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from network.devtools.devserver import DevHomeserver, DevUser
 from tests.test_bot_support import (
     body,
-    containing,
     direct_chat,
     in_reply_to,
     joined,
@@ -174,31 +173,6 @@ async def test_quiet_in_other_rooms_unless_mentioned(
         question = await asker.say(help_room, KIOSK)
         msgs = await asker.wait_for(help_room, replies_to(question), sender=bot)
         assert chatter not in {in_reply_to(m) for m in msgs}
-
-
-async def test_encrypted_room_is_told_once(
-    synapse: DevHomeserver, admin: DevUser, tmp_path: Path, bot_env: dict[str, str]
-) -> None:
-    async with world(synapse, admin, tmp_path, bot_env) as w:
-        await w.start()
-        bot, asker = w.bot.user_id, w.asker
-        room = await asker.create_room(invite=[bot], encrypted=True, name="Secret")
-        await asker.wait_for(room, containing("can't read encrypted messages"), sender=bot)
-        for _ in range(2):
-            await asker.send(
-                room,
-                {
-                    "algorithm": "m.megolm.v1.aes-sha2",
-                    "ciphertext": "AwgA",
-                    "sender_key": "k",
-                    "session_id": "s",
-                    "device_id": "D",
-                },
-                "m.room.encrypted",
-            )
-        marker = await asker.say(room, f"{bot} {WIFI}", **{"m.mentions": {"user_ids": [bot]}})
-        msgs = await asker.wait_for(room, replies_to(marker), sender=bot)
-        assert sum("can't read encrypted" in body(m) for m in msgs) == 1
 
 
 async def test_restart_between_question_and_answer_answers_once(

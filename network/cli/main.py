@@ -13,13 +13,14 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from network.cli import admin, assistance, cohorts, demo, digests, feeds, service
+from network.cli import admin, assistance, cohorts, demo, digests, feeds, matrix, service
 from network.cli.common import EXIT_CONFIG, Handler, Subparsers, err
 from network.errors import ConfigError, LibhubError
 
 # (what the module holds, its register function), in help order.
 COMMANDS: tuple[tuple[str, Callable[[Subparsers], None]], ...] = (
     ("run, check-config, status", service.register),
+    ("matrix-new-device", matrix.register),
     ("demo", demo.register),
     ("feeds", feeds.register),
     ("cohorts", cohorts.register),

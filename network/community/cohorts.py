@@ -38,7 +38,7 @@ from network.community.plan import (
     snapshot_from_state,
 )
 from network.errors import LibhubError, MatrixError, MatrixPermanent, MatrixUnavailable
-from network.matrix.gateway import MatrixGateway
+from network.matrix.gateway import ENCRYPTION_STATE, MatrixGateway
 from network.settings.community import CohortSettings
 from network.settings.model import Settings
 from network.storage import Storage
@@ -262,6 +262,8 @@ class CohortSync:
         }
         if spec.is_space:
             extra["creation_content"] = {"type": "m.space"}
+        elif spec.encrypted:
+            extra["initial_state"].append(ENCRYPTION_STATE)
         log.info("creating %s %s", "space" if spec.is_space else "room", spec.ref)
         return await self.matrix.create_room(alias=spec.ref, name=spec.name, topic=spec.topic,
                                              extra=extra)  # fmt: skip

@@ -45,6 +45,7 @@ class RoomSpec:
     cohort_id: str | None = None
     emails: tuple[str, ...] = ()  # members listed by email (cohort rooms)
     resources: tuple[tuple[str, str], ...] = ()  # (title, url) pinned in the room
+    encrypted: bool = False  # created end-to-end encrypted (a space never is)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ def desired_rooms(settings: Settings) -> list[RoomSpec]:
                 join_rule=c.join_rule,
                 invitees=everyone,
                 facilitators=network_facilitators,
+                encrypted=settings.matrix.encryption and room.encryption,
             )
         )
     for cohort in settings.cohorts:
@@ -143,6 +145,7 @@ def cohort_spec(settings: Settings, cohort: CohortSettings) -> RoomSpec:
         cohort_id=cohort.id,
         emails=_dedupe(m for m in members if not m.startswith("@")),
         resources=tuple((r.title, r.url) for r in cohort.resources),
+        encrypted=settings.matrix.encryption and cohort.encryption,
     )
 
 

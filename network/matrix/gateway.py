@@ -6,6 +6,11 @@ which knows what is already persisted. Sends go through nio's HTTP session but r
 raw response so both ``retry_after_ms`` and the ``Retry-After`` header are honoured.
 The device id and access token are kept in the database so the transaction ids of a
 resend after a restart are deduplicated by the homeserver (they are scoped per device).
+
+Every send checks whether the room is encrypted (network/matrix/crypto.py); into an
+encrypted room it sends ``m.room.encrypted`` with the caller's transaction id, and never the
+plain message. Each logged-in device is cross-signed by the account
+(network/matrix/crosssigning.py) so clients that exclude insecure devices trust it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
 
@@ -24,11 +30,14 @@ import nio
 
 from network.errors import (
     MatrixAuthError,
+    MatrixEncryptionUnavailable,
     MatrixError,
     MatrixPermanent,
     MatrixRateLimited,
     MatrixUnavailable,
 )
+from network.matrix.crosssigning import CrossSigning
+from network.matrix.crypto import RoomCrypto, guarded
 from network.settings.model import MatrixSettings
 from network.storage import Storage
 
@@ -41,6 +50,14 @@ _PERMANENT_CODES = frozenset(
     {"M_FORBIDDEN", "M_NOT_FOUND", "M_UNKNOWN", "M_BAD_JSON", "M_NOT_JSON", "M_TOO_LARGE",
      "M_INVALID_PARAM", "M_UNSUPPORTED_ROOM_VERSION"}
 )  # fmt: skip
+
+
+# The state event that makes a new room end-to-end encrypted.
+ENCRYPTION_STATE: dict[str, Any] = {
+    "type": "m.room.encryption",
+    "state_key": "",
+    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,8 @@ class MatrixGateway:
         *,
         password: str | None,
         access_token: str | None,
+        crypto_store: Path | None = None,
+        recovery_key: str | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -92,8 +111,29 @@ class MatrixGateway:
             max_timeouts=0,
             request_timeout=settings.sync_timeout.total_seconds() + 30,
             store_sync_tokens=False,
+            encryption_enabled=True,
         )
         self.client = nio.AsyncClient(settings.homeserver, settings.user_id, config=config)
+        # Encryption needs a crypto store; without one, encrypted rooms are refused (held).
+        self.crypto = RoomCrypto(
+            self.client,
+            self._request,
+            store_dir=crypto_store or Path(),
+            share_with=settings.share_keys_with,
+        )
+        if crypto_store is None:
+            self.crypto.error = "no crypto store is configured"
+        self.cross_signing = CrossSigning(
+            self._request,
+            self._request_raw,
+            user_id=settings.user_id,
+            password=password,
+            recovery_key=recovery_key,
+            key_file=(crypto_store or Path()) / "recovery-key.txt",
+            key_env=settings.recovery_key_env,
+        )
+        self._crypto_started = crypto_store is None
+        self._cross_signed = crypto_store is None
         self.user_id = settings.user_id
         self.last_sync_ok: float | None = None  # time.monotonic() of the last good sync
         self.last_error: str | None = None
@@ -120,6 +160,7 @@ class MatrixGateway:
             self.client.user_id = self.user_id = str(who.get("user_id", self.user_id))
             self.client.device_id = str(who.get("device_id") or device_id or "")
             await self._remember_session(token, self.client.device_id)
+            await self.prepare_crypto()
             return
         if not self._password:
             raise MatrixAuthError(
@@ -144,11 +185,22 @@ class MatrixGateway:
             )
         self.user_id = resp.user_id
         await self._remember_session(resp.access_token, resp.device_id)
+        await self.prepare_crypto()
+
+    async def prepare_crypto(self) -> None:
+        """Once per process, after login: the crypto store opened and checked against the
+        device's published keys, the keys published, and the device cross-signed."""
+        if not self._crypto_started:
+            await self.crypto.start()
+            self._crypto_started = True
+        if not self._cross_signed and self.crypto.ready:
+            self._cross_signed = await self.cross_signing.ensure(self.client)
 
     async def _remember_session(self, token: str, device_id: str) -> None:
         await self.storage.set_state("matrix.token", token)
         await self.storage.set_state("matrix.device_id", device_id)
         self._logged_in = True
+        self.cross_signing.user_id = self.user_id
         log.info(
             "logged in to %s as %s (device %s)", self.settings.homeserver, self.user_id, device_id
         )
@@ -172,6 +224,15 @@ class MatrixGateway:
     async def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None, *, what: str
     ) -> dict[str, Any]:
+        status, payload, headers = await self._request_raw(method, path, body, what=what)
+        if status >= 400:
+            raise _error_from(status, payload, headers, what)
+        return payload
+
+    async def _request_raw(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, what: str
+    ) -> tuple[int, dict[str, Any], Any]:
+        """Status, JSON body and headers (user-interactive auth reads a 401's body)."""
         headers = {"Content-Type": "application/json"}
         if self.client.access_token:
             headers["Authorization"] = f"Bearer {self.client.access_token}"
@@ -185,9 +246,7 @@ class MatrixGateway:
                     payload = {}
                 if not isinstance(payload, dict):
                     payload = {}
-                if resp.status >= 400:
-                    raise _error_from(resp.status, payload, resp.headers, what)
-                return payload
+                return resp.status, payload, resp.headers
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise MatrixUnavailable(f"{what}: cannot reach {self.settings.homeserver} ({e})") from e
 
@@ -243,7 +302,10 @@ class MatrixGateway:
         invite: Sequence[str] = (),
         is_direct: bool = False,
         extra: dict[str, Any] | None = None,
+        encrypted: bool | None = None,
     ) -> str:
+        """Create a private room; end-to-end encrypted unless ``encrypted`` (default:
+        ``matrix.encryption``) says no or ``extra`` sets its own initial state."""
         body: dict[str, Any] = {"preset": "private_chat", "name": name, "invite": list(invite)}
         if alias:
             body["room_alias_name"] = alias[1:].split(":")[0]
@@ -252,6 +314,8 @@ class MatrixGateway:
         if is_direct:
             body["is_direct"] = True
             body["preset"] = "trusted_private_chat"
+        if self.settings.encryption if encrypted is None else encrypted:
+            body["initial_state"] = [ENCRYPTION_STATE]
         if extra:
             body.update(extra)
         answer = await self._request(
@@ -289,7 +353,18 @@ class MatrixGateway:
         txn_id: str,
         event_type: str = "m.room.message",
     ) -> SentEvent:
-        """Send one event. The caller's ``txn_id`` makes a resend return the same event."""
+        """Send one event. The caller's ``txn_id`` makes a resend return the same event.
+
+        Into an encrypted room the event is encrypted (same transaction id); when it cannot
+        be, `MatrixEncryptionUnavailable` says why and nothing is sent.
+        """
+        if await self.crypto.is_encrypted(room_id, self.room_state):
+            if not self._crypto_started:
+                raise MatrixEncryptionUnavailable(
+                    f"{room_id} is encrypted and encryption is not set up yet"
+                )
+            content = await self.crypto.encrypt(room_id, event_type, content)
+            event_type = "m.room.encrypted"
         path = (
             f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/"
             f"{quote(event_type, safe='')}/{quote(txn_id, safe='')}"
@@ -344,6 +419,7 @@ class MatrixGateway:
     async def _sync_once(
         self, *, on_event: EventHandler | None, on_invite: InviteHandler | None
     ) -> None:
+        await self.prepare_crypto()
         since = await self.storage.get_state("matrix.next_batch")
         timeout_ms = int(self.settings.sync_timeout.total_seconds() * 1000) if since else 0
         sync_filter: dict[str, Any] = {"room": {"state": {"lazy_load_members": True}}}
@@ -383,8 +459,27 @@ class MatrixGateway:
                         await _guard(on_invite(room_id, iev), room_id, "invite")
             for room_id, joined in resp.rooms.join.items():
                 for ev in joined.timeline.events:
+                    if isinstance(ev, nio.RoomEncryptionEvent):
+                        self.crypto.saw_encryption(room_id)
+                    if isinstance(ev, nio.MegolmEvent):
+                        # Not decrypted (yet): kept, its key asked for, handled when it comes.
+                        await self.crypto.park(room_id, ev)
+                        continue
                     if on_event is not None:
                         await _guard(on_event(room_id, ev), room_id, getattr(ev, "event_id", "?"))
+        else:
+            for room_id, joined in resp.rooms.join.items():
+                if any(isinstance(ev, nio.RoomEncryptionEvent) for ev in joined.timeline.events):
+                    self.crypto.saw_encryption(room_id)
+        await guarded("key exchange", self.crypto.after_sync())
+        for room_id, ev in self.crypto.decrypted():
+            if on_event is not None:
+                await _guard(on_event(room_id, ev), room_id, getattr(ev, "event_id", "?"))
+        for room_id, megolm in self.crypto.overdue():
+            # The key did not come: the hooks see the encrypted event once (the bot tells
+            # the sender); it stays parked in case the key still arrives.
+            if on_event is not None:
+                await _guard(on_event(room_id, megolm), room_id, megolm.event_id)
         await self.storage.set_state("matrix.next_batch", resp.next_batch)
         self.last_sync_ok = time.monotonic()
         self.last_error = None

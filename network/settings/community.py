@@ -26,6 +26,7 @@ class CohortSettings:
     facilitators: tuple[str, ...] = ()
     libraries: tuple[LibrarySettings, ...] = ()
     resources: tuple[ResourceSettings, ...] = ()
+    encryption: bool = True
 
     def validate(self, path: str) -> None:
         check_id(self.id, f"{path}.id")
@@ -82,6 +83,7 @@ class CommunityRoomSettings:
     room: str
     name: str = ""
     topic: str = ""
+    encryption: bool = True
 
     def validate(self, path: str) -> None:
         check_room(self.room, f"{path}.room")

@@ -75,8 +75,17 @@ class MatrixSettings:
     create_rooms: bool = False
     invite_allow: tuple[str, ...] = ()
     sync_timeout: Duration = Duration(seconds=30)
+    crypto_store: str = ""
+    recovery_key_env: str = "LIBHUB_RECOVERY_KEY"
+    share_keys_with: str = "cross-signed"
+    encryption: bool = True
 
     def validate(self, path: str) -> None:
+        if self.share_keys_with not in ("cross-signed", "all"):
+            raise ConfigError(
+                f"expected 'cross-signed' or 'all', got {self.share_keys_with!r}",
+                path=f"{path}.share_keys_with",
+            )
         if not self.homeserver.startswith(("http://", "https://")):
             raise ConfigError("expected an http:// or https:// URL", path=f"{path}.homeserver")
         if not re.match(r"^@[^:]+:.+$", self.user_id):
@@ -614,6 +623,15 @@ class Settings:
     def database_path(self) -> Path:
         p = Path(self.database.path)
         return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def crypto_store_path(self) -> Path:
+        """Where the Matrix crypto store lives: ``matrix.crypto_store``, or beside the
+        database (the data directory)."""
+        if self.matrix.crypto_store:
+            p = Path(self.matrix.crypto_store)
+            return p if p.is_absolute() else self.base_dir / p
+        return self.database_path.parent / "crypto"
 
     def feed(self, feed_id: str) -> FeedSettings:
         for feed in self.feeds:
