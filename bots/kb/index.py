@@ -85,7 +85,7 @@ SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 # kb_styles.toml: in-scope questions score from about 0.3 up, questions the toolbox never
 # covers below about 0.25. Between LOW and the floor the bot answers and offers the team.
 CONFIDENCE_FLOOR = 0.3
-CONFIDENCE_LOW = 0.26
+CONFIDENCE_LOW = 0.29
 _W_COVERAGE = 0.5  # confidence = 0.5 * coverage + 0.5 * page score
 # A related page must reach this share of the best page's score, and this score at least.
 RELATED_FLOOR, RELATED_MIN_SCORE = 0.45, 0.1
@@ -93,8 +93,11 @@ RELATED_FLOOR, RELATED_MIN_SCORE = 0.45, 0.1
 # SURE: the bot offers the best ones as choices instead of guessing.
 CHOICE_RATIO, CHOICE_SURE, MAX_CHOICES = 0.97, 0.42, 3
 # Intent thresholds (tuned on the tune halves): a request for action must be likelier than
-# this; chat wins only when the toolbox has little to say about the message.
-ACTION_MIN, CHAT_MIN, CHAT_MAX_CONFIDENCE = 0.6, 0.6, 0.45
+# ACTION_MIN; from ACTION_UNSURE up the bot answers and offers the team. Chat wins when the
+# toolbox has little to say about the message, or when it is very clearly chat.
+ACTION_MIN, ACTION_UNSURE = 0.8, 0.5
+CHAT_MIN, CHAT_MAX_CONFIDENCE = 0.6, 0.45
+CHAT_SURE, CHAT_SURE_MAX_CONFIDENCE = 0.9, 0.7
 # Words of the sentences around the question weigh this much of the question's own.
 CONTEXT_FACTOR = 0.5
 MAX_PASSAGE_CHARS = 900  # a whole section; the longest is about 620 characters
@@ -257,6 +260,7 @@ _SOFT_FACTOR = 0.3
 # (renewals, fines, payroll) weigh most, so one of them sends the question to a person.
 _UNKNOWN_FACTOR, _PROPER_FACTOR, _OUT_OF_SCOPE_FACTOR = 0.7, 1.0, 3.0
 _FILLER_WEIGHT, _MIN_WEIGHT = 0.4, 1.5
+_CHAT_WORD_LEN = 3  # an unknown lower-case word this short is chat, an upper-case one a name
 # A section whose heading is the kind of answer the question wants (see section_cues.txt)
 # gets this share of the best section score on top.
 _CUE_BONUS = 0.6
@@ -407,7 +411,7 @@ class _Retriever:
         }
         if not qw:
             return None
-        proper = _proper_nouns(question, self.tongue)
+        proper = _proper_nouns(question, self.tongue) | _acronyms(question)
         # Sorted, so float sums (and therefore ties) do not depend on the hash seed.
         weights = {
             t: self._unit_weight(t, t in proper) * (CONTEXT_FACTOR if t in context else 1.0)
@@ -472,6 +476,8 @@ class _Retriever:
             return max(*concepts, _MIN_WEIGHT)
         if term.isdigit():
             return _FILLER_WEIGHT  # "a 2 person library", "$2000": numbers rarely name the topic
+        if len(term) <= _CHAT_WORD_LEN and not proper:
+            return _FILLER_WEIGHT  # "lol", "tbh", "btw": chat words no page uses, not topics
         return self._idf_unknown * (_PROPER_FACTOR if proper else _UNKNOWN_FACTOR)
 
     def passage(self, slug: str, query: _Query | None) -> str:
@@ -519,6 +525,14 @@ _PROPER_RE = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+")
 def _proper_nouns(text: str, tongue: Tongue = ENGLISH) -> frozenset[str]:
     """Stems of capitalised words that do not start a sentence."""
     return frozenset(tongue.stem(w.lower()) for w in _PROPER_RE.findall(text.strip()))
+
+
+_ACRONYM_RE = re.compile(r"\b[A-Z]{2,}s?\b")
+
+
+def _acronyms(text: str) -> frozenset[str]:
+    """Upper-case words ("MARC", "DVD"): names of things, however short."""
+    return frozenset(w.lower().removesuffix("s") for w in _ACRONYM_RE.findall(text))
 
 
 # Not after an initial ("G. Brian Burke").
@@ -654,7 +668,10 @@ class KnowledgeBase:
         ranked = retriever.rank_all(query)
         best = ranked[0]
         confidence = round(_W_COVERAGE * best.coverage + (1 - _W_COVERAGE) * best.score, 4)
-        if probs["chat"] >= CHAT_MIN and confidence < CHAT_MAX_CONFIDENCE and not person:
+        chat = (probs["chat"] >= CHAT_MIN and confidence < CHAT_MAX_CONFIDENCE) or (
+            probs["chat"] >= CHAT_SURE and confidence < CHAT_SURE_MAX_CONFIDENCE
+        )
+        if chat and not person:
             return Answer(None, None, say("chat", lang), None, confidence, False, (), "chat", lang)
         if probs["action"] >= ACTION_MIN and not person:
             # A person must act; the most related page goes to the team, not to the asker.
@@ -706,7 +723,8 @@ class KnowledgeBase:
             passage = (
                 f"{say('ask_person', lang)} {say('meanwhile', lang, title=page.title)} {passage}"
             )
-        elif confidence < CONFIDENCE_FLOOR:
+        elif confidence < CONFIDENCE_FLOOR or probs["action"] >= ACTION_UNSURE:
+            # Unsure whether the toolbox is what they need: answer and offer the team.
             passage = f"{passage}\n\n{say('offer_team', lang)}"
         return Answer(
             page=page.slug,

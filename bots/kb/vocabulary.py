@@ -189,6 +189,32 @@ _NEAR_KEYS = frozenset(
 )
 
 
+_MIN_SHORT_LEN, _MIN_SOUND_LEN, _MAX_ABBREVIATION = 3, 4, 5
+_SOUND_RULES = [
+    (re.compile(r"ph"), "f"),
+    (re.compile(r"gh"), ""),
+    (re.compile(r"ck|q|c(?=[aou])|c$"), "k"),
+    (re.compile(r"c"), "s"),
+    (re.compile(r"z"), "s"),
+    (re.compile(r"(?<=.)[aeiouyhw]"), ""),
+    (re.compile(r"(.)\1+"), r"\1"),
+]
+
+
+def _sound(word: str) -> str:
+    """A rough sound key: the first letter, then consonants with alike sounds merged, so
+    words spelt by ear meet the word meant ("tecnology" and "technology", "fone" and
+    "phone")."""
+    for pattern, out in _SOUND_RULES:
+        word = pattern.sub(out, word)
+    return word
+
+
+def _subsequence(short: str, long_: str) -> bool:
+    it = iter(long_)
+    return all(ch in it for ch in short)
+
+
 def _deletes(word: str) -> set[str]:
     return {word[:i] + word[i + 1 :] for i in range(len(word))}
 
@@ -226,6 +252,7 @@ class Lexicon:
         self._stem = tongue.stem
         self._stop = tongue.stop
         self._stems = frozenset(self._stem(w) for w in counts) | FILLER | GENERIC
+        self._by_sound: dict[str, list[str]] | None = None  # built on the first need
         self._by_delete: dict[str, list[str]] = {}
         for word in sorted(counts):
             if len(word) >= _MIN_TYPO_LEN - 1 and word.isalpha():
@@ -235,19 +262,53 @@ class Lexicon:
     def correct(self, word: str) -> str:
         if (
             word in self._counts
-            or len(word) < _MIN_TYPO_LEN
             or not word.isalpha()
             or word in self._stop
             or self._stem(word) in self._stems  # "scheduled" is not a typo of "schedule"
         ):
             return word
+        if len(word) < _MIN_TYPO_LEN:
+            return self._shorthand(word)
         candidates = {
             c
             for key in {word} | _deletes(word)
             for c in self._by_delete.get(key, ())
             if _typo_of(word, c) and c not in self._stop
         }
-        return min(candidates, key=lambda c: (-self._counts[c], c)) if candidates else word
+        if candidates:
+            return min(candidates, key=lambda c: (-self._counts[c], c))
+        return self._shorthand(word)
+
+    def _shorthand(self, word: str) -> str:
+        """The known word that ``word`` spells by ear ("tecnology", "fone") or shortens
+        ("ppl", "govt", "bldg", "mtg"); ``word`` itself when none or several tie."""
+        if len(word) < _MIN_SHORT_LEN or not word.isalpha():
+            return word
+        if self._by_sound is None:
+            self._by_sound = {}
+            self._by_initial: dict[str, list[str]] = {}
+            for known in sorted(self._counts):
+                if known.isalpha() and len(known) >= _MIN_SHORT_LEN and known not in self._stop:
+                    self._by_sound.setdefault(_sound(known), []).append(known)
+                    self._by_initial.setdefault(known[0], []).append(known)
+        if len(word) >= _MIN_SOUND_LEN:
+            alike = [
+                c for c in self._by_sound.get(_sound(word), []) if abs(len(c) - len(word)) <= 2
+            ]
+            if alike:
+                return min(alike, key=lambda c: (-self._counts[c], c))
+        if len(word) <= _MAX_ABBREVIATION and sum(c in "aeiou" for c in word) <= 1:
+            longer = [
+                c
+                for c in self._by_initial.get(word[0], ())
+                if len(c) > len(word)
+                and len(word) / len(c) >= 0.3
+                and _subsequence(word, c)
+                and word[-1] in c[-3:] + c[len(word) :]
+            ]
+            if longer:
+                return min(longer, key=lambda c: (-self._counts[c], c))
+        return word
 
     def terms(self, text: str, query: bool = False) -> list[str]:
         """Stemmed content terms of ``text``, in order, without stop words."""
