@@ -2,8 +2,8 @@
 reactions and knowledge-base reloads; the entry point that puts the bot's parts together.
 
 Where it answers: every message in a direct chat (a room created or invited as one, see
-`bots.rooms`); questions in the configured help rooms; anywhere else only when mentioned (``m.mentions``,
-its user id or display name) or addressed with a known ``!command``. Answers are
+`bots.rooms`); questions in the configured help rooms; anywhere else only when mentioned
+(``m.mentions``, its user id or display name) or addressed with a known ``!command``. Answers are
 ``m.notice`` replies to the question (inside its thread if it was in one) with the asker
 in ``m.mentions``. Below the knowledge base's confidence floor the question goes to the
 Need Assistance team (`bots.cases.escalation`), or with ``escalate_when_unsure = false`` the

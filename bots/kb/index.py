@@ -85,7 +85,7 @@ SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 # kb_styles.toml: in-scope questions score from about 0.3 up, questions the toolbox never
 # covers below about 0.25. Between LOW and the floor the bot answers and offers the team.
 CONFIDENCE_FLOOR = 0.3
-CONFIDENCE_LOW = 0.29
+CONFIDENCE_LOW = 0.3
 _W_COVERAGE = 0.5  # confidence = 0.5 * coverage + 0.5 * page score
 # A related page must reach this share of the best page's score, and this score at least.
 RELATED_FLOOR, RELATED_MIN_SCORE = 0.45, 0.1
@@ -95,7 +95,7 @@ CHOICE_RATIO, CHOICE_SURE, MAX_CHOICES = 0.97, 0.42, 3
 # Intent thresholds (tuned on the tune halves): a request for action must be likelier than
 # ACTION_MIN; from ACTION_UNSURE up the bot answers and offers the team. Chat wins when the
 # toolbox has little to say about the message, or when it is very clearly chat.
-ACTION_MIN, ACTION_UNSURE = 0.8, 0.5
+ACTION_MIN, ACTION_UNSURE = 0.75, 0.5
 CHAT_MIN, CHAT_MAX_CONFIDENCE = 0.6, 0.45
 CHAT_SURE, CHAT_SURE_MAX_CONFIDENCE = 0.9, 0.7
 # Words of the sentences around the question weigh this much of the question's own.

@@ -102,7 +102,8 @@ def examples() -> list[tuple[str, str]]:
 
 
 # A sentence ends at . ! ? or a line break; "¿" opens a Spanish question.
-_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+|\s+(?=¿)")
+# (A zero-width split before "¿": "\s+(?=¿)" backtracks quadratically on long blank runs.)
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+|(?=¿)")
 _ASKING = re.compile(
     r"^\W*(?:how|what|whats|what's|where|when|why|which|who|whom|can|could|would|will|should|"
     r"is|are|do|does|did|any|anyone|anybody|please|pls|plz|need|i need|we need|help|hw|wat|"

@@ -189,7 +189,9 @@ _NEAR_KEYS = frozenset(
 )
 
 
-_MIN_SHORT_LEN, _MIN_SOUND_LEN, _MAX_ABBREVIATION = 3, 4, 5
+# Spelling by ear is trusted only for long words: short ones sound like too many others
+# ("pizza" and "pass", "duty" and "data").
+_MIN_SHORT_LEN, _MIN_SOUND_LEN, _MIN_SOUND_KEY, _MAX_ABBREVIATION = 3, 6, 4, 5
 _SOUND_RULES = [
     (re.compile(r"ph"), "f"),
     (re.compile(r"gh"), ""),
@@ -291,9 +293,11 @@ class Lexicon:
                 if known.isalpha() and len(known) >= _MIN_SHORT_LEN and known not in self._stop:
                     self._by_sound.setdefault(_sound(known), []).append(known)
                     self._by_initial.setdefault(known[0], []).append(known)
-        if len(word) >= _MIN_SOUND_LEN:
+        if len(word) >= _MIN_SOUND_LEN and len(_sound(word)) >= _MIN_SOUND_KEY:
             alike = [
-                c for c in self._by_sound.get(_sound(word), []) if abs(len(c) - len(word)) <= 2
+                c
+                for c in self._by_sound.get(_sound(word), [])
+                if abs(len(c) - len(word)) <= 2 and c[:2] == word[:2]
             ]
             if alike:
                 return min(alike, key=lambda c: (-self._counts[c], c))
