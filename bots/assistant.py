@@ -1,14 +1,18 @@
 """The assistance bot in Matrix: which messages it answers, the answers themselves, feedback
 reactions and knowledge-base reloads; the entry point that puts the bot's parts together.
 
-Where it answers: every message in a direct chat (a room with the bot and one person);
-questions in the configured help rooms; anywhere else only when mentioned (``m.mentions``,
-its user id or display name) or addressed with a known ``!command``. Answers are
+Where it answers: every message in a direct chat (a room created or invited as one, see
+`bots.rooms`); questions in the configured help rooms; anywhere else only when mentioned
+(``m.mentions``, its user id or display name) or addressed with a known ``!command``. Answers are
 ``m.notice`` replies to the question (inside its thread if it was in one) with the asker
 in ``m.mentions``. Below the knowledge base's confidence floor the question goes to the
 Need Assistance team (`bots.cases.escalation`), or with ``escalate_when_unsure = false`` the
-bot says it is not sure and offers ``!human``. Events older than the bot's first join of
-the room (history shown on join) are ignored.
+bot says it is not sure and offers ``!human``. A request for a person to act goes to the
+team, chit-chat gets a short reply, and when the knowledge base offers choices between
+pages the person's reply "1", "2"... in the same room is answered from the chosen page.
+Replies come in the question's language. While a case is open in a direct chat, messages
+go to the team, and a new toolbox question is answered as well. Events older than the
+bot's first join of the room (history shown on join) are ignored.
 
 The bot is three parts: this module decides what to do with each event and answers;
 `bots.inbox` stores events as they are synced and hands them over one room at a time, in
@@ -24,7 +28,9 @@ pages in a thread. A broken page is logged and the previous pages stay in use.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,14 +41,17 @@ import nio
 from bots.cases.escalation import Escalation, Question
 from bots.commands import BotApi, Command, CommandContext, Reply, SubscribeHandler, default_registry
 from bots.inbox import Inbox
-from bots.kb.index import EMPTY, NOT_SURE, Answer, KnowledgeBase, KnowledgeBaseError, wants_person
+from bots.kb.index import Answer, KnowledgeBase, KnowledgeBaseError, wants_person
+from bots.kb.replies import say
 from bots.messages import (
+    CHOICE_GONE,
     DOWNVOTE,
     NO_QUESTION,
-    UNSURE,
     Guess,
     answer_text,
+    choices_text,
     html_of,
+    intro,
     looks_like_question,
     mentions_user,
     message,
@@ -66,6 +75,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOOLBOX = Path(__file__).resolve().parent / "kb" / "pages"
 MAX_QUESTION = 1000  # characters given to retrieval: it runs on the event loop
+_CHOICE_RE = re.compile(r"^\s*#?([1-9])\s*[.)]?\s*$")  # "2", "2.", "#2" picks a choice
 
 
 def toolbox_dir(settings: Settings | None) -> Path:
@@ -219,7 +229,7 @@ class Assistant(BotApi):
         text = plain_text(content)
         if not text:
             return
-        is_dm = self.rooms.is_direct(room_id, info)
+        is_dm = await self.rooms.is_direct(room_id, info)
         in_help = self.rooms.is_help_room(room_id)
         names = [await self.rooms.display_name(self.user_id)]
         mentioned = mentions_user(content, text, self.user_id, names)
@@ -227,19 +237,31 @@ class Assistant(BotApi):
             text = strip_mention(text, self.user_id, names)
         thread_root, reply_to = thread_root_of(content), reply_to_of(content)
         command = parse_command(text)
+        args = command[1] if command else ""
+        ctx = CommandContext(sender, room_id, event_id, args, is_dm, thread_root, reply_to, self)
         if command is None:
             prompt = responds_to(content)
             if prompt and await self.storage.prompt_cohort(prompt) is not None:
                 return  # an answer to the weekly cohort prompt: a cohort update, not a question
+            if await self._pick_choice(ctx, text):
+                return
             case = await self.escalation.case_for_followup(
                 room_id, sender, is_direct=is_dm, thread_root=thread_root, reply_to=reply_to
             )
             if case is not None:
                 html_body = html_of(content)
                 await self.escalation.asker_followup(case, event_id, sender, text, html_body, now)
+                # The team sees it in the thread; a new toolbox question is answered too.
+                found = self._ask(text)
+                if (
+                    is_dm
+                    and thread_root is None
+                    and reply_to is None
+                    and found
+                    and _confident(found)
+                ):
+                    await self._send_answer(ctx, text, found)
                 return
-        args = command[1] if command else ""
-        ctx = CommandContext(sender, room_id, event_id, args, is_dm, thread_root, reply_to, self)
         if command is not None:
             if command[0] not in self.commands and not (is_dm or in_help or mentioned):
                 return  # another bot's command, in a room where nobody addressed us
@@ -276,28 +298,55 @@ class Assistant(BotApi):
 
     # -- answering (BotApi) ------------------------------------------------------------------
 
+    def _ask(self, question: str) -> Answer | None:
+        return self.kb.ask(question[:MAX_QUESTION]) if self.kb is not None else None
+
     async def answer(self, ctx: CommandContext, question: str) -> None:
-        """Answer from the toolbox, or hand the question to a person."""
+        """Answer from the toolbox, offer choices, reply to chat, or hand the question to a
+        person, in the question's language."""
         if wants_person(question):
             await self.escalate(ctx, question)
             return
-        if self.kb is None:
+        found = self._ask(question)
+        if found is None:
             await self._escalate(ctx, question, None, "The toolbox pages are not available.")
             return
-        found = self.kb.ask(question[:MAX_QUESTION])
-        now = datetime.now(UTC)
-        if found.escalate and found.answer == EMPTY:
-            text = f"{EMPTY} Send !help to see what I can do."
+        lang = found.language
+        if found.escalate and found.answer == say("empty", lang):
+            text = f"{found.answer} Send !help to see what I can do."
             await self._reply(ctx, Reply(text), txn("ans", ctx.event_id))
             return
-        if found.escalate and self.settings.assistance.escalate_when_unsure:
-            await self._escalate(ctx, question, found, UNSURE)
+        if found.intent == "chat":
+            await self._reply(ctx, Reply(found.answer), txn("ans", ctx.event_id))
+            return
+        if found.escalate and (
+            found.intent == "action" or self.settings.assistance.escalate_when_unsure
+        ):
+            kind = "action" if found.intent == "action" else "unsure"
+            await self._escalate(ctx, question, found, intro(kind, lang))
             return
         if found.escalate:
-            body = Reply(f"{NOT_SURE} Send !human and I will.")
+            await self._reply(
+                ctx, Reply(f"{say('not_sure', lang)} Send !human."), txn("ans", ctx.event_id)
+            )
+            return
+        await self._send_answer(ctx, question, found)
+
+    async def _send_answer(self, ctx: CommandContext, question: str, found: Answer) -> None:
+        """Send an answer or the choices between pages, and remember it (for feedback,
+        !human and the choice the person replies with)."""
+        assert self.kb is not None
+        if found.choices:
+            body = Reply(*choices_text(found))
         else:
-            body = Reply(*answer_text(found, self.kb.pages))
+            body = Reply(*answer_text(found, self.kb.pages_in(found.language)))
         sent = await self._reply(ctx, body, txn("ans", ctx.event_id))
+        key = _choices_key(ctx.room_id, ctx.sender)
+        if found.choices:
+            offer = {"q": question, "lang": found.language, "slugs": list(found.choices)}
+            await self.storage.set_state(key, json.dumps(offer))
+        else:
+            await self.storage.delete_state(key)
         record = BotAnswer(
             sent,
             ctx.room_id,
@@ -307,9 +356,32 @@ class Assistant(BotApi):
             found.page,
             found.score,
             False,
-            now,
+            datetime.now(UTC),
         )
         await self.storage.record_answer(record)
+
+    async def _pick_choice(self, ctx: CommandContext, text: str) -> bool:
+        """A reply "1", "2"... to the pages offered: answer the chosen one. False when the
+        message is not such a reply."""
+        m = _CHOICE_RE.match(text)
+        if m is None or self.kb is None:
+            return False
+        raw = await self.storage.get_state(_choices_key(ctx.room_id, ctx.sender))
+        if raw is None:
+            return False
+        offer = json.loads(raw)
+        slugs, lang = list(offer.get("slugs", [])), str(offer.get("lang", "en"))
+        index = int(m.group(1)) - 1
+        if index >= len(slugs):
+            return False
+        if slugs[index] not in self.kb.pages_in(lang):
+            await self._reply(
+                ctx, Reply(CHOICE_GONE.get(lang, CHOICE_GONE["en"])), txn("ans", ctx.event_id)
+            )
+            return True
+        chosen = self.kb.answer_page(slugs[index], str(offer.get("q", "")), lang)
+        await self._send_answer(ctx, str(offer.get("q", "")), chosen)
+        return True
 
     async def escalate(self, ctx: CommandContext, question: str) -> None:
         """``!human [QUESTION]`` or a request for a person in words."""
@@ -346,6 +418,10 @@ class Assistant(BotApi):
         guess, suggest = None, found is not None and found.page is not None
         if found is not None and found.page is not None:
             guess = Guess(found.page, found.title or found.page, found.url or "", found.score)
+        elif found is not None and found.guess is not None and self.kb is not None:
+            # A request for action: the team gets the most related page.
+            page = self.kb.pages[found.guess]
+            guess = Guess(page.slug, page.title, page.source_url, found.score)
         elif (
             self.kb is not None
             and (best := self.kb.rank(question[:MAX_QUESTION], 1))
@@ -353,8 +429,15 @@ class Assistant(BotApi):
         ):
             page = self.kb.pages[best[0][0]]
             guess = Guess(page.slug, page.title, page.source_url, best[0][1])
+        language = found.language if found is not None else "en"
         q = Question(
-            ctx.sender, ctx.room_id, ctx.event_id, question, ctx.is_direct, ctx.thread_root
+            ctx.sender,
+            ctx.room_id,
+            ctx.event_id,
+            question,
+            ctx.is_direct,
+            ctx.thread_root,
+            language,
         )
         now = datetime.now(UTC)
         await self.escalation.open_case(q, guess=guess, suggest=suggest, intro=intro, now=now)
@@ -379,3 +462,17 @@ class Assistant(BotApi):
             f"Answer feedback: {votes['up']} 👍, {votes['down']} 👎",
             f"Team room: {a.team_room or 'not set'}; {len(a.team_members)} team members",
         ]
+
+
+def _choices_key(room_id: str, sender: str) -> str:
+    return f"bot.choices.{room_id}.{sender}"
+
+
+def _confident(found: Answer) -> bool:
+    """A plain toolbox answer: a page, no person needed, no choices, not chat."""
+    return (
+        found.page is not None
+        and not found.escalate
+        and found.intent == "info"
+        and not found.choices
+    )

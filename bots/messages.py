@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bots.kb.index import Answer, Page
+from bots.kb.replies import say
 from feeds.sanitize import sanitize_html
 from network.matrix.fit import MAX_CONTENT_BYTES, fit
 
@@ -150,6 +151,42 @@ UNREADABLE = (
     "or verify this one in your Matrix app."
 )
 UNSURE = "I'm not sure the toolbox covers that."
+# The start of the message to an asker whose question goes to the team, per language.
+INTROS = {
+    "unsure": {"en": UNSURE, "es": "No estoy seguro de que la caja de herramientas trate eso."},
+    "action": {
+        "en": "That needs a person to act.",
+        "es": "Eso necesita que una persona actúe.",
+    },
+}
+CHOICE_GONE = {
+    "en": "That page is no longer offered; please ask your question again.",
+    "es": "Esa página ya no está disponible; vuelve a hacer tu pregunta, por favor.",
+}
+LANGUAGE_NAMES = {
+    "en": "English",
+    "es": "Spanish",
+    "fr": "French",
+    "pt": "Portuguese",
+    "de": "German",
+    "it": "Italian",
+    "zh": "Chinese",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "ar": "Arabic",
+    "he": "Hebrew",
+    "ru": "Russian",
+    "el": "Greek",
+    "hi": "Hindi",
+    "th": "Thai",
+}
+
+
+def intro(kind: str, lang: str) -> str:
+    """``INTROS[kind]`` in ``lang``, English when there is no translation."""
+    return INTROS[kind].get(lang, INTROS[kind]["en"])
+
+
 NO_QUESTION = (
     "Tell me what you need help with after !human, for example: !human how do we fund a makerspace?"
 )
@@ -161,29 +198,39 @@ DOWNVOTE = (
 
 # -- answers -----------------------------------------------------------------------------
 
-HINT = "React 👍 or 👎 to tell me if this helped; send !human to ask a person."
+HINT = say("hint")
 
 
 def answer_text(answer: Answer, pages: Mapping[str, Page]) -> tuple[str, str]:
-    """(body, html) of a confident answer: the passage, its page, up to two related pages."""
+    """(body, html) of a confident answer, in the answer's language: the passage, its
+    page, up to two related pages."""
+    lang = answer.language
     lines = [answer.answer, ""]
-    parts = [f"<p>{html.escape(answer.answer)}</p>"]
+    parts = [paragraphs_html(answer.answer)]
     if answer.title:
-        src = f"Source: {answer.title}" + (f" - {answer.url}" if answer.url else "")
+        source = say("source", lang)
+        src = f"{source}: {answer.title}" + (f" - {answer.url}" if answer.url else "")
         lines.append(src)
-        parts.append(f"<p>Source: {link(answer.title, answer.url)}</p>")
+        parts.append(f"<p>{source}: {link(answer.title, answer.url)}</p>")
     related = [pages[s] for s in answer.related if s in pages]
     if related:
+        label = say("related", lang)
         lines.append(
-            "Related: "
+            f"{label}: "
             + "; ".join(p.title + (f" ({p.source_url})" if p.source_url else "") for p in related)
         )
         parts.append(
-            "<p>Related: " + ", ".join(link(p.title, p.source_url) for p in related) + "</p>"
+            f"<p>{label}: " + ", ".join(link(p.title, p.source_url) for p in related) + "</p>"
         )
-    lines.append(HINT)
-    parts.append(f"<p><em>{html.escape(HINT)}</em></p>")
+    hint = say("hint", lang)
+    lines.append(hint)
+    parts.append(f"<p><em>{html.escape(hint)}</em></p>")
     return "\n".join(lines), "".join(parts)
+
+
+def choices_text(answer: Answer) -> tuple[str, str]:
+    """(body, html) of the pages offered when the bot is unsure between them."""
+    return answer.answer, paragraphs_html(answer.answer)
 
 
 # -- reading events ----------------------------------------------------------------------
@@ -326,9 +373,14 @@ class Guess:
     score: float
 
 
-def case_root(name: str, asker: str, where: str, question: str, guess: Guess | None) -> Text:
-    """The team-room message that opens a case (its thread is the case)."""
+def case_root(
+    name: str, asker: str, where: str, question: str, guess: Guess | None, language: str = "en"
+) -> Text:
+    """The team-room message that opens a case (its thread is the case), with the language
+    the question is written in."""
     quoted = quote_text(question)
+    lang_name = LANGUAGE_NAMES.get(language, language)
+    lang_line = f"Language: {lang_name} - please answer in {lang_name}."
     if guess:
         g_text = (
             f"Bot's best guess: {guess.title} ({guess.url or guess.slug}), score {guess.score:.2f}"
@@ -336,35 +388,57 @@ def case_root(name: str, asker: str, where: str, question: str, guess: Guess | N
         g_html = f"Bot's best guess: {link(guess.title, guess.url)}, score {guess.score:.2f}"
     else:
         g_text = g_html = "Bot's best guess: none (the toolbox does not seem to cover it)"
-    text = f"New question from {name} ({asker}) in {where}:\n> {quoted}\n{g_text}\n{CASE_HOWTO}"
+    if language == "en":
+        lang_line = "Language: English"
+    text = (
+        f"New question from {name} ({asker}) in {where}:\n> {quoted}\n{lang_line}\n{g_text}\n"
+        f"{CASE_HOWTO}"
+    )
     body = (
         f"<p>New question from <strong>{html.escape(name)}</strong> ({html.escape(asker)}) "
         f"in {html.escape(where)}:</p><blockquote>{paragraphs_html(quoted)}</blockquote>"
-        f"<p>{g_html}</p><p><em>{html.escape(CASE_HOWTO)}</em></p>"
+        f"<p>{html.escape(lang_line)}</p><p>{g_html}</p><p><em>{html.escape(CASE_HOWTO)}</em></p>"
     )
     return text, body
 
 
-def case_ack(intro: str, is_direct: bool, away: str, suggest: Guess | None) -> Text:
-    """What the asker is told when their question goes to the team."""
-    where = "here" if is_direct else "in this thread"
-    parts = [
-        f"{intro} I've passed your question to the Need Assistance team; a person will "
-        f"answer you {where}.".strip()
-    ]
+_ACK = {
+    "en": (
+        "{intro} I've passed your question to the Need Assistance team; a person will answer "
+        "you {where}.",
+        ("here", "in this thread"),
+        "Anything else you write here goes to them too (use !ask for a quick toolbox answer).",
+        "Meanwhile, this page may help:",
+    ),
+    "es": (
+        "{intro} Pasé tu pregunta al equipo de Asistencia; una persona te responderá {where}.",
+        ("aquí", "en este hilo"),
+        "Todo lo que escribas aquí también les llega (usa !ask para una respuesta rápida de "
+        "la caja de herramientas).",
+        "Mientras tanto, esta página puede ayudarte:",
+    ),
+}
+
+
+def case_ack(
+    intro: str, is_direct: bool, away: str, suggest: Guess | None, language: str = "en"
+) -> Text:
+    """What the asker is told when their question goes to the team, in their language
+    (for a language without a full translation, the knowledge base's short notice)."""
+    if language not in _ACK:
+        text = " ".join(p for p in (say("ask_person", language), away) if p)
+        return text, f"<p>{html.escape(text)}</p>"
+    ack, (here, thread), more, meanwhile = _ACK[language]
+    parts = [ack.format(intro=intro, where=here if is_direct else thread).strip()]
     if away:
         parts.append(away)
     if is_direct:
-        parts.append(
-            "Anything else you write here goes to them too (use !ask for a quick toolbox answer)."
-        )
+        parts.append(more)
     text = " ".join(parts)
     body = f"<p>{html.escape(text)}</p>"
     if suggest:
-        text += f"\nMeanwhile, this page may help: {suggest.title}" + (
-            f" ({suggest.url})" if suggest.url else ""
-        )
-        body += f"<p>Meanwhile, this page may help: {link(suggest.title, suggest.url)}</p>"
+        text += f"\n{meanwhile} {suggest.title}" + (f" ({suggest.url})" if suggest.url else "")
+        body += f"<p>{meanwhile} {link(suggest.title, suggest.url)}</p>"
     return text, body
 
 

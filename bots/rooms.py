@@ -3,11 +3,13 @@
 Owns sending with retries (the same transaction id every time, so a retry is never a second
 post), display names and room labels, finding the configured team and help rooms and the
 rooms libhub created for the community, and what the bot knows of each room it is in: when
-it first joined, how many people are in, whether it is encrypted. From those it tells a
-direct chat (the bot and one person, in a room libhub did not make) from the rest. On
-joining a direct chat the bot greets the person once. Encrypted rooms work like the others:
-the gateway decrypts what comes in and encrypts what goes out; a message whose key never
-arrived gets one notice to its sender.
+it first joined, how many people are in, whether it is encrypted. A room is a direct chat
+when it was created or invited as one (``is_direct`` on the invite, kept in the bot's
+``m.direct`` account data as Matrix clients do), never because it happens to have two
+members; rooms libhub posts feeds or ops notices into, and the community rooms, are never
+direct chats. On joining a direct chat the bot greets the person once. Encrypted rooms work
+like the others: the gateway decrypts what comes in and encrypts what goes out; a message
+whose key never arrived gets one notice to its sender.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Rooms:
         self._team_room: str | None = None
         self._help_rooms: dict[str, str] = {}  # config ref -> room id
         self._community_rooms: set[str] = set()  # the space, network and cohort rooms
+        self._posted_rooms: set[str] = set()  # feed, route and ops rooms libhub posts into
+        self._direct: dict[str, list[str]] | None = None  # m.direct: person -> room ids
         self._resolve_after = 0.0  # loop time before which unresolved rooms are not retried
 
     @property
@@ -130,6 +134,14 @@ class Rooms:
         for cohort in self.settings.cohorts:
             if (room_id := await self.storage.room_id_for(cohort.room)) is not None:
                 self._community_rooms.add(room_id)
+        # Rooms libhub posts feeds, routed items or ops notices into are never direct chats.
+        refs = [r for f in self.settings.feeds for r in f.rooms]
+        refs += [r for route in self.settings.routes for r in route.rooms]
+        refs += [self.settings.network.ops_room] if self.settings.network.ops_room else []
+        for ref in refs:
+            room_id = ref if ref.startswith("!") else await self.storage.room_id_for(ref)
+            if room_id is not None:
+                self._posted_rooms.add(room_id)
         now = asyncio.get_running_loop().time()
         if not self.matrix.logged_in or now < self._resolve_after:
             return
@@ -184,14 +196,41 @@ class Rooms:
         self._rooms[room_id] = info
         return info
 
-    def is_direct(self, room_id: str, info: RoomInfo) -> bool:
-        # Cohort rooms and the space start with two members too: they are not DMs.
+    async def _direct_rooms(self) -> dict[str, list[str]]:
+        """The bot's ``m.direct`` account data (person -> rooms), read once."""
+        if self._direct is None:
+            path = f"/_matrix/client/v3/user/{quote(self.user_id, safe='')}/account_data/m.direct"
+            try:
+                data = await self.matrix._request("GET", path, what="the bot's direct chats")
+            except MatrixPermanent:
+                data = {}  # never written yet
+            self._direct = {
+                str(k): [str(r) for r in v] for k, v in data.items() if isinstance(v, list)
+            }
+        return self._direct
+
+    async def mark_direct(self, room_id: str, person: str) -> None:
+        """Remember ``room_id`` as a direct chat with ``person`` (invited with is_direct)."""
+        direct = await self._direct_rooms()
+        if room_id in direct.get(person, []):
+            return
+        direct.setdefault(person, []).append(room_id)
+        path = f"/_matrix/client/v3/user/{quote(self.user_id, safe='')}/account_data/m.direct"
+        await self.matrix._request("PUT", path, direct, what="the bot's direct chats")
+
+    async def is_direct(self, room_id: str, info: RoomInfo) -> bool:
+        """A direct chat: invited as one, still just the bot and one person, and not a
+        room libhub made or posts into (those may have two members too)."""
         special = (
             room_id == self._team_room
             or room_id in self._help_rooms.values()
             or room_id in self._community_rooms
+            or room_id in self._posted_rooms
         )
-        return not special and info.members <= 2
+        if special or info.members > 2:
+            return False
+        direct = await self._direct_rooms()
+        return any(room_id in rooms for rooms in direct.values())
 
     def on_encrypted(self, room_id: str, info: RoomInfo) -> None:
         """The room turned out to be encrypted (an encrypted event or the encryption state)."""
@@ -201,8 +240,14 @@ class Rooms:
         """The bot joined: remember when, and greet the person in a new direct chat."""
         await self.storage.set_bot_room_joined(room_id, int(ev.get("origin_server_ts", 0)))
         self._rooms.pop(room_id, None)
+        # The invite the join replaced says whether the room was made as a direct chat.
+        unsigned = ev.get("unsigned") if isinstance(ev.get("unsigned"), dict) else {}
+        before = unsigned.get("prev_content") if isinstance(unsigned, dict) else None
+        inviter = unsigned.get("prev_sender") if isinstance(unsigned, dict) else None
+        if isinstance(before, dict) and before.get("is_direct") is True:
+            await self.mark_direct(room_id, str(inviter or ""))
         info = await self.info(room_id)
-        if info is None or not self.is_direct(room_id, info):
+        if info is None or not await self.is_direct(room_id, info):
             return
         row = await self.storage.bot_room(room_id)
         if row is not None and not row.greeted:

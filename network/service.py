@@ -239,6 +239,10 @@ class Service:
         server = sender.split(":", 1)[-1]
         if sender in allowed or server in allowed:
             log.info("accepting invite from %s to %s", sender, room_id)
+            content = event.content if isinstance(event.content, dict) else {}
+            if content.get("is_direct") is True:
+                # Recorded before joining, so the bot greets on its join like a client would.
+                await self.assistant.rooms.mark_direct(room_id, sender)
             await self.matrix.join(room_id)
         else:
             log.info("ignoring invite from %s (not in matrix.invite_allow)", sender)

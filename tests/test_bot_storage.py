@@ -153,7 +153,10 @@ async def test_ask_prints_exactly_the_answer_fields() -> None:
     code, out, _ = await _libhub("ask", "how do we keep Wi-Fi on after closing?", "--json")
     assert code == 0
     doc = json.loads(out)
-    assert list(doc) == ["page", "title", "answer", "url", "score", "escalate", "related"]
+    assert list(doc) == [
+        "page", "title", "answer", "url", "score", "escalate", "related", "intent", "language",
+        "choices",
+    ]  # fmt: skip
     assert doc["page"] == "wi-fi-access-after-hours" and doc["escalate"] is False
     code, out, _ = await _libhub("ask", "How do I renew my library card?", "--json")
     doc = json.loads(out)

@@ -49,6 +49,7 @@ class Question:
     text: str
     is_direct: bool
     thread_root: str | None  # the thread it was asked in, if any
+    language: str = "en"  # what it is written in: the team is told, the asker answered in it
 
 
 class Escalation(TeamThread, CaseReminders):
@@ -90,7 +91,7 @@ class Escalation(TeamThread, CaseReminders):
         where = await self._where(q.room_id, q.is_direct)
         # m.text so the team is notified (notices never are); the team is mentioned.
         root = message(
-            *case_root(name, q.asker, where, q.text, guess),
+            *case_root(name, q.asker, where, q.text, guess, q.language),
             msgtype="m.text",
             mentions=sorted(self.team),
         )
@@ -118,7 +119,7 @@ class Escalation(TeamThread, CaseReminders):
                 f"The team is away now; expect an answer after {opening:%A %H:%M} "
                 f"({self.hours.tz} time)."
             )
-        text, body = case_ack(intro, q.is_direct, away, guess if suggest else None)
+        text, body = case_ack(intro, q.is_direct, away, guess if suggest else None, q.language)
         ack = self._reply_to(q, text, body)
         ack_id = await self.host.send(q.room_id, ack, txn("case-ack", q.event_id))
         await self._record(rec, "ack", self.host.user_id, text, q.event_id, ack_id, now)

@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
 import snowballstemmer
+
+from bots.kb.language import fold
 
 # --- asking for a person ------------------------------------------------------------------
 
@@ -73,13 +77,21 @@ PERSON_RE = [re.compile(p, re.IGNORECASE) for p in _PERSON_PATTERNS]
 # --- text analysis ------------------------------------------------------------------------
 
 _STEMMER = snowballstemmer.stemmer("english")
-_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_STEMMER_ES = snowballstemmer.stemmer("spanish")
+# Words of any script: "información" is one word, not "informaci" and "n".
+_TOKEN_RE = re.compile(r"[^\W_]+")
 
 
 @lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     # Pure-Python snowball is the slowest step of answering; words repeat a lot.
     return str(_STEMMER.stemWord(word))
+
+
+@lru_cache(maxsize=65536)
+def stem_es(word: str) -> str:
+    """Spanish stem of a word written with or without its accents."""
+    return str(_STEMMER_ES.stemWord(fold(word)))
 
 
 def _table(name: str) -> str:
@@ -124,6 +136,7 @@ OUT_OF_SCOPE = frozenset(stem(t) for _, out in _OUT_OF_SCOPE_RE for t in out.spl
     _OUT_OF_SCOPE_OF.values()
 )
 _STOP = frozenset(_table("stop_words.txt").split())
+_STOP_ES = frozenset(fold(w) for w in _table("stop_words_es.txt").split())
 GENERIC = frozenset(stem(w) for w in _table("generic_words.txt").split())
 FILLER = frozenset(stem(w) for w in _table("filler_words.txt").split())
 
@@ -140,6 +153,27 @@ def tokens(text: str, query: bool = False) -> list[str]:
     return _TOKEN_RE.findall(_normalise(text, query))
 
 
+@dataclass(frozen=True)
+class Tongue:
+    """How one language's text becomes terms: its stemmer, stop words and tables."""
+
+    code: str
+    stem: Callable[[str], str]
+    stop: frozenset[str]
+    english_tables: bool  # phrase rewrites, out-of-scope words and concepts are English
+
+    def tokens(self, text: str, query: bool = False) -> list[str]:
+        if self.english_tables:
+            return tokens(text, query)
+        # Accents folded: people type "informacion" for "información".
+        return [fold(w) for w in _TOKEN_RE.findall(_normalise(text, False))]
+
+
+ENGLISH = Tongue("en", stem, _STOP, english_tables=True)
+SPANISH = Tongue("es", stem_es, _STOP_ES, english_tables=False)
+TONGUES = {t.code: t for t in (ENGLISH, SPANISH)}
+
+
 _MIN_TYPO_LEN = 6  # shorter words have too many real neighbours one edit away
 _KEY_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 # Keys next to each other on a QWERTY keyboard: a slipped finger changes a letter into a
@@ -153,6 +187,34 @@ _NEAR_KEYS = frozenset(
     for c2 in (c - 1, c, c + 1)
     if 0 <= c2 < len(_KEY_ROWS[r2]) and (b := _KEY_ROWS[r2][c2]) != a
 )
+
+
+# Spelling by ear is trusted only for long words: short ones sound like too many others
+# ("pizza" and "pass", "duty" and "data").
+_MIN_SHORT_LEN, _MIN_SOUND_LEN, _MIN_SOUND_KEY, _MAX_ABBREVIATION = 3, 6, 4, 5
+_SOUND_RULES = [
+    (re.compile(r"ph"), "f"),
+    (re.compile(r"gh"), ""),
+    (re.compile(r"ck|q|c(?=[aou])|c$"), "k"),
+    (re.compile(r"c"), "s"),
+    (re.compile(r"z"), "s"),
+    (re.compile(r"(?<=.)[aeiouyhw]"), ""),
+    (re.compile(r"(.)\1+"), r"\1"),
+]
+
+
+def _sound(word: str) -> str:
+    """A rough sound key: the first letter, then consonants with alike sounds merged, so
+    words spelt by ear meet the word meant ("tecnology" and "technology", "fone" and
+    "phone")."""
+    for pattern, out in _SOUND_RULES:
+        word = pattern.sub(out, word)
+    return word
+
+
+def _subsequence(short: str, long_: str) -> bool:
+    it = iter(long_)
+    return all(ch in it for ch in short)
 
 
 def _deletes(word: str) -> set[str]:
@@ -186,9 +248,13 @@ class Lexicon:
     ("makerspce", "libary", "chromebok"), preferring the word the pages use most.
     """
 
-    def __init__(self, counts: Counter[str]) -> None:
+    def __init__(self, counts: Counter[str], tongue: Tongue = ENGLISH) -> None:
         self._counts = counts
-        self._stems = frozenset(stem(w) for w in counts) | FILLER | GENERIC
+        self._tongue = tongue
+        self._stem = tongue.stem
+        self._stop = tongue.stop
+        self._stems = frozenset(self._stem(w) for w in counts) | FILLER | GENERIC
+        self._by_sound: dict[str, list[str]] | None = None  # built on the first need
         self._by_delete: dict[str, list[str]] = {}
         for word in sorted(counts):
             if len(word) >= _MIN_TYPO_LEN - 1 and word.isalpha():
@@ -198,28 +264,65 @@ class Lexicon:
     def correct(self, word: str) -> str:
         if (
             word in self._counts
-            or len(word) < _MIN_TYPO_LEN
             or not word.isalpha()
-            or word in _STOP
-            or stem(word) in self._stems  # "scheduled" is not a typo of "schedule"
+            or word in self._stop
+            or self._stem(word) in self._stems  # "scheduled" is not a typo of "schedule"
         ):
             return word
+        if len(word) < _MIN_TYPO_LEN:
+            return self._shorthand(word)
         candidates = {
             c
             for key in {word} | _deletes(word)
             for c in self._by_delete.get(key, ())
-            if _typo_of(word, c) and c not in _STOP
+            if _typo_of(word, c) and c not in self._stop
         }
-        return min(candidates, key=lambda c: (-self._counts[c], c)) if candidates else word
+        if candidates:
+            return min(candidates, key=lambda c: (-self._counts[c], c))
+        return self._shorthand(word)
+
+    def _shorthand(self, word: str) -> str:
+        """The known word that ``word`` spells by ear ("tecnology", "fone") or shortens
+        ("ppl", "govt", "bldg", "mtg"); ``word`` itself when none or several tie."""
+        if len(word) < _MIN_SHORT_LEN or not word.isalpha():
+            return word
+        if self._by_sound is None:
+            self._by_sound = {}
+            self._by_initial: dict[str, list[str]] = {}
+            for known in sorted(self._counts):
+                if known.isalpha() and len(known) >= _MIN_SHORT_LEN and known not in self._stop:
+                    self._by_sound.setdefault(_sound(known), []).append(known)
+                    self._by_initial.setdefault(known[0], []).append(known)
+        if len(word) >= _MIN_SOUND_LEN and len(_sound(word)) >= _MIN_SOUND_KEY:
+            alike = [
+                c
+                for c in self._by_sound.get(_sound(word), [])
+                if abs(len(c) - len(word)) <= 2 and c[:2] == word[:2]
+            ]
+            if alike:
+                return min(alike, key=lambda c: (-self._counts[c], c))
+        if len(word) <= _MAX_ABBREVIATION and sum(c in "aeiou" for c in word) <= 1:
+            longer = [
+                c
+                for c in self._by_initial.get(word[0], ())
+                if len(c) > len(word)
+                and len(word) / len(c) >= 0.3
+                and _subsequence(word, c)
+                and word[-1] in c[-3:] + c[len(word) :]
+            ]
+            if longer:
+                return min(longer, key=lambda c: (-self._counts[c], c))
+        return word
 
     def terms(self, text: str, query: bool = False) -> list[str]:
         """Stemmed content terms of ``text``, in order, without stop words."""
-        words = tokens(text, query)
+        words = self._tongue.tokens(text, query)
+        english = self._tongue.english_tables
         out: list[str] = []
         i = 0
         while i < len(words):
             pair = words[i : i + 2]
-            if len(pair) == 2 and not _STOP.issuperset(pair) and "".join(pair) in self._counts:
+            if len(pair) == 2 and not self._stop.issuperset(pair) and "".join(pair) in self._counts:
                 out.append("".join(pair))
                 i += 2
             else:
@@ -228,9 +331,9 @@ class Lexicon:
                     word = self.correct(word)
                 out.append(word)
                 i += 1
-        if query:
+        if query and english:
             out = [_OUT_OF_SCOPE_OF.get(t, t) for t in out]
-        return [stem(t) for t in out if t not in _STOP]
+        return [self._stem(t) for t in out if t not in self._stop]
 
 
 def terms(text: str) -> list[str]:
@@ -238,8 +341,10 @@ def terms(text: str) -> list[str]:
     return [stem(t) for t in tokens(text) if t not in _STOP]
 
 
-def expand(terms: list[str]) -> list[str]:
-    """The terms, each followed by the concept tokens it belongs to."""
+def expand(terms: list[str], concepts: bool = True) -> list[str]:
+    """The terms, each followed by the concept tokens it belongs to (English only)."""
+    if not concepts:
+        return list(terms)
     out: list[str] = []
     for t in terms:
         out.append(t)

@@ -394,7 +394,8 @@ class MatrixGateway:
         """Sync until ``stop`` is set; ``next_batch`` is saved after the handlers finish.
 
         The very first sync of a new installation only records where "now" is: old
-        history is never answered. Errors are logged and retried with backoff.
+        history is never answered (pending invites are still accepted). Errors are logged
+        and retried with backoff.
         """
         stop = stop or asyncio.Event()
         delay = 1.0
@@ -446,17 +447,18 @@ class MatrixGateway:
                 None,
                 "sync",
             )
+        # A handler that fails must not stop the sync loop or replay the batch forever: it
+        # is logged with its room and event, and the batch moves on. Invites are handled
+        # on the very first sync too: one sent before libhub first started still waits.
+        for room_id, invite in resp.rooms.invite.items():
+            for iev in invite.invite_state:
+                if (
+                    on_invite is not None
+                    and isinstance(iev, nio.InviteMemberEvent)
+                    and iev.state_key == self.user_id
+                ):
+                    await _guard(on_invite(room_id, iev), room_id, "invite")
         if since is not None:
-            # A handler that fails must not stop the sync loop or replay the batch
-            # forever: it is logged with its room and event, and the batch moves on.
-            for room_id, invite in resp.rooms.invite.items():
-                for iev in invite.invite_state:
-                    if (
-                        on_invite is not None
-                        and isinstance(iev, nio.InviteMemberEvent)
-                        and iev.state_key == self.user_id
-                    ):
-                        await _guard(on_invite(room_id, iev), room_id, "invite")
             for room_id, joined in resp.rooms.join.items():
                 for ev in joined.timeline.events:
                     if isinstance(ev, nio.RoomEncryptionEvent):
