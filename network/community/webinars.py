@@ -24,17 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from feeds.sanitize import html_to_text
-from network.community.calendar import calendar_uri, webinar_ics
+from network.community.calendar import calendar_uri, event_uid, webinar_ics
+from network.community.calendars import calendar_host, current_events
 from network.community.reminders import Reminder, format_when, parse_leads, reconcile, send_decision
 from network.errors import MatrixError, MatrixPermanent, MatrixRateLimited
 from network.matrix.gateway import MatrixGateway
 from network.settings.model import Settings
-from network.storage import Storage
+from network.storage import Item, Storage
 from network.storage.cohorts import NewReminder, ReminderRow
 from network.web.security import ID_PATTERN, path_id
 
@@ -48,6 +48,14 @@ FIRST_BACKOFF = 1.0  # seconds before the round after a failed or blocked one; t
 
 def ics_url(public_url: str, item_id: int) -> str:
     return f"{public_url.rstrip('/')}/webinars/{item_id}.ics"
+
+
+def webinar_calendar_links(public_url: str, item: Item) -> tuple[str, str] | None:
+    """A webinar post's calendar links: its own file, and the page of the calendars to
+    subscribe to (``/calendar``); None for anything else."""
+    if item.kind != "webinar" or item.event_start is None:
+        return None
+    return ics_url(public_url, item.id), f"{public_url.rstrip('/')}/calendar"
 
 
 def _lead_text(lead: timedelta) -> str:
@@ -235,7 +243,8 @@ class WebinarReminders:
 
 
 async def ics_handler(request: web.Request) -> web.Response:
-    """``GET /webinars/<id>.ics``: the webinar as a calendar file."""
+    """``GET /webinars/<id>.ics``: the webinar as a calendar file, the same event (UID,
+    sequence, status) as in the subscribable calendars."""
     from network.web.app import SERVICE
 
     service = request.app[SERVICE]
@@ -243,17 +252,34 @@ async def ics_handler(request: web.Request) -> web.Response:
     if item is None or item.kind != "webinar" or item.event_start is None:
         raise web.HTTPNotFound(text="No webinar with a start time has this number.")
     settings = service.settings
-    host = urlsplit(settings.web.public_url).hostname or "libhub"
-    body = webinar_ics(
-        uid=f"item-{item.id}@{host}",
-        title=item.title,
-        start=item.event_start,
-        duration=settings.webinars.duration,
-        # A link that cannot be a calendar URI (not http(s), control characters) is left out.
-        url=calendar_uri(item.link) if item.link else None,
-        description=html_to_text(item.summary_html),
-        now=datetime.now(UTC),
+    now = datetime.now(UTC)
+    events = await current_events(
+        service.storage, settings, [item.feed_id], now, item_ids=[item.id]
     )
+    if events:
+        event = events[0]
+        body = webinar_ics(
+            uid=event.uid,
+            title=event.title,
+            start=event.start,
+            duration=event.end - event.start,
+            url=event.url,
+            description=event.description,
+            now=now,
+            sequence=event.sequence,
+            cancelled=event.cancelled,
+        )
+    else:  # older than the calendars' history: as it is, never changed since
+        body = webinar_ics(
+            uid=event_uid(item.id, calendar_host(settings)),
+            title=item.title,
+            start=item.event_start,
+            duration=settings.webinars.duration,
+            # A link that cannot be a calendar URI (not http(s), control characters) is left out.
+            url=calendar_uri(item.link) if item.link else None,
+            description=html_to_text(item.summary_html),
+            now=now,
+        )
     return web.Response(
         body=body.encode("utf-8"),
         content_type="text/calendar",

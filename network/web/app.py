@@ -81,4 +81,10 @@ def make_web_app(service: Service) -> web.Application:
     from network.web.subscribe import setup_subscribe_routes
 
     setup_subscribe_routes(app)
+    # The public face: subscribable calendars, the archive and the feeds out.
+    from network.web import archive, calendars, feeds_out
+
+    calendars.setup_routes(app)
+    archive.setup_routes(app)
+    feeds_out.setup_routes(app)
     return app
