@@ -15,7 +15,14 @@ from network.storage.archive import ArchiveEntry
 from network.subscriptions.public import Scope
 from network.templating import gettext
 from network.web.app import SERVICE
-from network.web.public import COHORT_PATTERN, SLUG_PATTERN, html_page, not_found, public_view
+from network.web.public import (
+    COHORT_PATTERN,
+    SLUG_PATTERN,
+    html_page,
+    install,
+    not_found,
+    public_view,
+)
 
 _ = gettext
 
@@ -107,6 +114,7 @@ async def archive_cohort(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
+    install(app)
     app.router.add_get("/archive", archive_all)
     app.router.add_get(f"/archive/topic/{{slug:{SLUG_PATTERN}}}", archive_topic)
     app.router.add_get(f"/archive/cohort/{{cohort_id:{COHORT_PATTERN}}}", archive_cohort)

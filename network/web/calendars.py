@@ -21,6 +21,7 @@ from network.web.public import (
     SLUG_PATTERN,
     base_url,
     html_page,
+    install,
     not_found,
     public_view,
 )
@@ -97,6 +98,7 @@ async def calendars_page(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
+    install(app)
     app.router.add_get("/calendar", calendars_page)
     app.router.add_get("/calendar.ics", all_webinars)
     app.router.add_get(f"/calendar/cohort/{{cohort_id:{COHORT_PATTERN}}}.ics", cohort_calendar)

@@ -22,7 +22,7 @@ from network.subscriptions.public import Scope
 from network.templating import gettext
 from network.web.app import SERVICE
 from network.web.archive import short_summary
-from network.web.public import PUBLIC_CACHE, SLUG_PATTERN, base_url, not_found, public_view
+from network.web.public import PUBLIC_CACHE, SLUG_PATTERN, base_url, install, not_found, public_view
 
 _ = gettext
 
@@ -179,6 +179,7 @@ async def sources_opml(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
+    install(app)
     app.router.add_get(f"/feeds/{{slug:{SLUG_PATTERN}}}.xml", atom)
     app.router.add_get(f"/feeds/{{slug:{SLUG_PATTERN}}}.json", json_handler)
     app.router.add_get("/sources.opml", sources_opml)

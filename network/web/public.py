@@ -23,12 +23,15 @@ COHORT_PATTERN = "[a-z0-9_-]{1,64}"
 PUBLIC_CACHE = "public, max-age=300"
 
 
-def public_view(request: web.Request) -> PublicView:
-    app = request.app
+def install(app: web.Application) -> None:
+    """Build the scopes once, before the app starts (route setup functions call it)."""
     if PUBLIC not in app:
         settings = app[SERVICE].settings
         app[PUBLIC] = PublicView(settings, TopicCatalog(settings))
-    return app[PUBLIC]
+
+
+def public_view(request: web.Request) -> PublicView:
+    return request.app[PUBLIC]
 
 
 def base_url(request: web.Request) -> str:
