@@ -1,5 +1,6 @@
-"""The public archive: pages of what the network posted, newest first, with full-text
-search (the ``items_fts`` FTS5 index of migration 6, kept in step by triggers).
+"""The public archive: pages of what the network posted, newest first (in the order the
+items were stored), with full-text search (the ``items_fts`` FTS5 index of migration 6,
+kept in step by triggers).
 
 Which items may be shown is decided by the caller (the feeds of a page); one rule is kept
 here, in `VISIBLE`, because it is about rows: a member's cohort update is shown only while
@@ -21,8 +22,7 @@ from network.storage.base import Database, from_iso
 # active one, so an update stored but not (yet) linked or approved stays out.
 VISIBLE = (
     "(items.feed_id NOT LIKE 'cohort:%' OR EXISTS (SELECT 1 FROM cohort_updates u "
-    "WHERE u.item_id = items.id AND u.status = 'active')) AND NOT EXISTS "
-    "(SELECT 1 FROM cohort_updates u WHERE u.item_id = items.id AND u.status <> 'active')"
+    "WHERE u.item_id = items.id AND u.status = 'active'))"
 )
 MAX_QUERY_WORDS = 8
 
@@ -68,22 +68,30 @@ class ArchiveStore(Database):
     ) -> ArchivePage:
         """Page ``page`` (from 1) of the visible items of ``feed_ids`` (of ``kinds`` when
         given, matching ``query`` when given), newest first."""
-        sql = (
-            "SELECT id, feed_id, kind, title, link, published, first_seen, updated_at, "
-            "summary_html, author, categories FROM items "
-            f"WHERE feed_id IN (SELECT value FROM json_each(?)) AND {VISIBLE}"
-        )
+        # The page's ids first (from the items_scope index, or driven by the FTS5 index in
+        # rowid order for a search: both stop after the page), then their rows. "+" keeps
+        # the planner from sorting what an index on feed_id or kind would return.
+        where = f"+items.feed_id IN (SELECT value FROM json_each(?)) AND {VISIBLE}"
         params: list[object] = [json.dumps(list(feed_ids))]
         if kinds:
-            sql += " AND kind IN (SELECT value FROM json_each(?))"
+            where += " AND +items.kind IN (SELECT value FROM json_each(?))"
             params.append(json.dumps(list(kinds)))
         match = match_expression(query)
-        if match is not None:
-            sql += " AND id IN (SELECT rowid FROM items_fts WHERE items_fts MATCH ?)"
-            params.append(match)
-        sql += " ORDER BY first_seen DESC, id DESC LIMIT ? OFFSET ?"
+        if match is None:
+            ids = f"SELECT id FROM items WHERE {where} ORDER BY id DESC"
+        else:
+            ids = (
+                "SELECT items.id FROM items_fts JOIN items ON items.id = items_fts.rowid "
+                f"WHERE items_fts MATCH ? AND {where} ORDER BY items_fts.rowid DESC"
+            )
+            params.insert(0, match)
         page = max(1, page)
         params += [per_page + 1, (page - 1) * per_page]
+        sql = (
+            "SELECT id, feed_id, kind, title, link, published, first_seen, updated_at, "
+            f"summary_html, author, categories FROM items WHERE id IN ({ids} LIMIT ? OFFSET ?) "
+            "ORDER BY id DESC"
+        )
         rows = await self.fetchall(sql, params)
         entries = [
             ArchiveEntry(
