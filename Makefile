@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/digest.py
 	$(BIN)/python bench/bot_latency.py
+	$(BIN)/python bench/archive.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -27,7 +27,7 @@ from feeds.fetch import Fetcher, make_session
 from feeds.parse import set_parse_concurrency
 from network.community.cohorts import Community
 from network.community.updates import UPDATE_HELP, CohortUpdates, cohort_of_feed
-from network.community.webinars import WebinarReminders
+from network.community.webinars import WebinarReminders, webinar_calendar_links
 from network.delivery.channels import ChannelSender
 from network.delivery.outbox import Delivery
 from network.delivery.state import DeliveryPolicy
@@ -112,6 +112,7 @@ class Service:
             # Route templates can depend on the cohort; cohort items carry it in their feed id.
             cohort_of=lambda item: cohort_of_feed(item.feed_id),
             zone=ZoneInfo(settings.network.timezone),
+            calendar_links=lambda item: webinar_calendar_links(settings.web.public_url, item),
         )
         # Subscribers: double opt-in, digests and notices by email (pooled SMTP) or apprise.
         web_secret = secret(settings.web.secret_env)

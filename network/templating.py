@@ -41,6 +41,16 @@ def wrap(text: str, width: int = 72, indent: str = "") -> str:
     return "\n".join(lines)
 
 
+def gettext(message: str) -> str:
+    """``message`` in the reader's language: marks a string for translation (identity for
+    now; the catalogs replace it)."""
+    return message
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    return singular if n == 1 else plural
+
+
 @functools.lru_cache(maxsize=8)
 def environment(templates_dir: Path | None = None) -> jinja2.Environment:
     """The Environment of the shipped templates, or of ``templates_dir`` when given."""
@@ -62,4 +72,8 @@ def environment(templates_dir: Path | None = None) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["wrap"] = wrap
+    # Strings a person reads are marked ({% trans %}, _("...")) for the translation
+    # catalogs; until a catalog is installed they are shown as written.
+    env.add_extension("jinja2.ext.i18n")
+    env.globals.update(_=gettext, gettext=gettext, ngettext=ngettext)
     return env

@@ -1,4 +1,5 @@
-"""Webinar calendar files: RFC 5545 line endings, folding, escaping and required fields."""
+"""Webinar calendar files (written with icalendar): RFC 5545 line endings, folding,
+escaping and required fields."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from network.community.calendar import calendar_uri, escape_text, fold_line, webinar_ics
+from network.community.calendar import calendar_uri, webinar_ics
 
 NOW = datetime(2025, 5, 14, 6, 0, tzinfo=UTC)
 START = datetime(2025, 5, 20, 15, 0, tzinfo=ZoneInfo("Europe/Berlin"))
@@ -81,7 +82,6 @@ def test_text_values_are_escaped_and_round_trip() -> None:
     assert "\n" not in props["DESCRIPTION"]
     assert _unescape(props["SUMMARY"]) == title
     assert _unescape(props["DESCRIPTION"]) == description.replace("\r\n", "\n")
-    assert escape_text("a\rb") == "a\\nb"
 
 
 def test_long_lines_fold_at_75_octets_without_splitting_utf8() -> None:
@@ -95,15 +95,6 @@ def test_long_lines_fold_at_75_octets_without_splitting_utf8() -> None:
     props = _properties(text)
     assert _unescape(props["SUMMARY"]) == title
     assert props["DESCRIPTION"] == "é" * 200
-
-
-def test_fold_line_boundaries() -> None:
-    assert fold_line("x" * 75) == "x" * 75
-    folded = fold_line("x" * 76)
-    assert folded == "x" * 75 + "\r\n " + "x"
-    many = fold_line("y" * 300).split("\r\n")
-    assert len(many[0]) == 75 and all(len(p) <= 75 and p.startswith(" ") for p in many[1:])
-    assert "".join(p.removeprefix(" ") for p in many) == "y" * 300
 
 
 def test_optional_url_and_empty_description_are_left_out() -> None:

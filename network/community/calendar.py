@@ -1,51 +1,33 @@
-"""iCalendar (RFC 5545) files for webinars: the "Add to calendar" link of digests.
+"""iCalendar (RFC 5545) for webinars: one event's file and the calendars people subscribe to.
 
-Owns the text of a one-event ``VCALENDAR``: CRLF line endings, content lines folded at 75
-octets without splitting a UTF-8 character, TEXT values escaped (backslash, comma,
-semicolon, newline), all times in UTC with a ``Z`` suffix. ``DTSTAMP`` is ``now``, passed in,
-so the output is a pure function of the arguments.
+Written with the maintained ``icalendar`` library (line folding, escaping, CRLF). All
+times are UTC. Each webinar's event has a stable UID (``item-<id>@<host>``), the same in
+the one-event file and in every calendar, so a calendar program updates one entry.
+
+The update rule (`revise`, pure): what an event shows is summed up in a fingerprint
+(title, start, end, link, description, status); when it differs from what the calendars
+last published, ``SEQUENCE`` goes up by one, so subscribed programs replace their copy.
+An event is ``CANCELLED`` when its item was withdrawn (or is not active, e.g. held), left
+its feed while upcoming, stopped being a webinar, or says so in its title ("Cancelled:",
+"Canceled", "Cancelado"). ``DTSTAMP`` is ``now``, passed in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import icalendar
+
+from network.storage.calendar import CalendarCandidate, CalendarChange
+
 PRODID = "-//libhub//Library network webinars//EN"
-MAX_LINE_OCTETS = 75
-CRLF = "\r\n"
-
-
-def escape_text(value: str) -> str:
-    """A TEXT property value escaped per RFC 5545 section 3.3.11."""
-    value = value.replace("\r\n", "\n").replace("\r", "\n")
-    return value.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\n", "\\n")
-
-
-def fold_line(line: str) -> str:
-    """``line`` folded into CRLF-joined pieces of at most 75 octets (RFC 5545 section 3.1).
-
-    Continuation lines start with one space, which counts towards their 75 octets. Breaks
-    fall between characters, never inside a multi-octet UTF-8 sequence.
-    """
-    pieces: list[str] = []
-    current: list[str] = []
-    size = 0
-    limit = MAX_LINE_OCTETS
-    for char in line:
-        width = len(char.encode("utf-8"))
-        if size + width > limit:
-            pieces.append("".join(current))
-            current, size, limit = [], 0, MAX_LINE_OCTETS - 1
-        current.append(char)
-        size += width
-    pieces.append("".join(current))
-    return (CRLF + " ").join(pieces)
-
-
-def _utc(value: datetime, what: str) -> str:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be a timezone-aware datetime")
-    return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+# How often subscribed programs should look again (RFC 7986 and the older X- property).
+REFRESH = timedelta(hours=1)
+_CANCELLED = re.compile(r"\b(cancell?ed|cancelad[oa]|annul[ée]e?)\b", re.IGNORECASE)
 
 
 def calendar_uri(url: str) -> str | None:
@@ -60,11 +42,97 @@ def calendar_uri(url: str) -> str | None:
     return uri if uri.startswith(("http://", "https://")) else None
 
 
-def _check_uri(url: str) -> str:
-    uri = calendar_uri(url)
-    if uri is None:
-        raise ValueError(f"webinar URL must be an http(s) URL without line breaks, got {url!r}")
-    return uri
+def webcal_url(https_url: str) -> str:
+    """The ``webcal://`` form of a calendar's URL: calendar programs subscribe to it."""
+    return re.sub(r"^https?://", "webcal://", https_url)
+
+
+def event_uid(item_id: int, host: str) -> str:
+    return f"item-{item_id}@{host}"
+
+
+def says_cancelled(title: str) -> bool:
+    return bool(_CANCELLED.search(title))
+
+
+@dataclass(frozen=True)
+class CalendarEvent:
+    """One webinar as the calendars show it."""
+
+    uid: str
+    title: str
+    start: datetime
+    end: datetime
+    url: str | None
+    description: str
+    cancelled: bool
+    sequence: int = 0
+
+    def fingerprint(self) -> str:
+        parts = [
+            self.title,
+            self.start.astimezone(UTC).isoformat(),
+            self.end.astimezone(UTC).isoformat(),
+            self.url or "",
+            self.description,
+            "cancelled" if self.cancelled else "confirmed",
+        ]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def _check(uid: str, start: datetime, end: datetime) -> None:
+    if not uid.strip():
+        raise ValueError("webinar uid must not be empty")
+    if start.tzinfo is None or start.utcoffset() is None:
+        raise ValueError("start must be a timezone-aware datetime")
+    if end <= start:
+        raise ValueError(f"webinar duration must be positive, got {end - start}")
+
+
+def _vevent(event: CalendarEvent, now: datetime) -> icalendar.Event:
+    _check(event.uid, event.start, event.end)
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    vevent = icalendar.Event()
+    vevent.add("uid", event.uid)
+    vevent.add("dtstamp", now.astimezone(UTC))
+    vevent.add("dtstart", event.start.astimezone(UTC))
+    vevent.add("dtend", event.end.astimezone(UTC))
+    vevent.add("sequence", event.sequence)
+    vevent.add("summary", event.title.strip() or "Webinar")
+    if event.description.strip():
+        vevent.add("description", event.description.strip())
+    if event.url:
+        uri = calendar_uri(event.url)
+        if uri is None:
+            raise ValueError(
+                f"webinar URL must be an http(s) URL without line breaks, got {event.url!r}"
+            )
+        vevent.add("url", uri)
+    vevent.add("status", "CANCELLED" if event.cancelled else "CONFIRMED")
+    vevent.add("transp", "TRANSPARENT" if event.cancelled else "OPAQUE")
+    return vevent
+
+
+def calendar_ics(
+    events: Sequence[CalendarEvent], *, name: str, description: str, now: datetime
+) -> str:
+    """A calendar of ``events`` to subscribe to, as text with CRLF line endings."""
+    cal = icalendar.Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("method", "PUBLISH")
+    cal.add("name", name)
+    cal.add("x-wr-calname", name)
+    if description:
+        cal.add("description", description)
+        cal.add("x-wr-caldesc", description)
+    cal.add("refresh-interval", REFRESH, parameters={"VALUE": "DURATION"})
+    cal.add("x-published-ttl", REFRESH)
+    for event in events:
+        cal.add_component(_vevent(event, now))
+    return str(cal.to_ical().decode("utf-8"))
 
 
 def webinar_ics(
@@ -75,33 +143,78 @@ def webinar_ics(
     url: str | None,
     description: str,
     now: datetime,
+    *,
+    sequence: int = 0,
+    cancelled: bool = False,
 ) -> str:
     """A calendar file with one event for a webinar, as text with CRLF line endings.
 
     ``uid`` must be stable for the webinar (e.g. ``item-42@libhub.example.org``) so a second
     download updates the same calendar entry instead of adding another.
     """
-    if not uid.strip():
-        raise ValueError("webinar uid must not be empty")
     if duration <= timedelta(0):
         raise ValueError(f"webinar duration must be positive, got {duration}")
-    end = start + duration
-    lines = [
-        "BEGIN:VCALENDAR",
-        "VERSION:2.0",
-        f"PRODID:{PRODID}",
-        "CALSCALE:GREGORIAN",
-        "METHOD:PUBLISH",
-        "BEGIN:VEVENT",
-        f"UID:{escape_text(uid)}",
-        f"DTSTAMP:{_utc(now, 'now')}",
-        f"DTSTART:{_utc(start, 'start')}",
-        f"DTEND:{_utc(end, 'start')}",
-        f"SUMMARY:{escape_text(title.strip() or 'Webinar')}",
-    ]
-    if description.strip():
-        lines.append(f"DESCRIPTION:{escape_text(description.strip())}")
-    if url:
-        lines.append(f"URL:{_check_uri(url)}")
-    lines += ["STATUS:CONFIRMED", "TRANSP:OPAQUE", "END:VEVENT", "END:VCALENDAR"]
-    return "".join(fold_line(line) + CRLF for line in lines)
+    event = CalendarEvent(
+        uid, title, start, start + duration, url, description, cancelled, sequence
+    )
+    _check(uid, start, event.end)
+    cal = icalendar.Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("method", "PUBLISH")
+    cal.add_component(_vevent(event, now))
+    return str(cal.to_ical().decode("utf-8"))
+
+
+def revise(
+    candidate: CalendarCandidate, *, host: str, duration: timedelta, description: str
+) -> tuple[CalendarEvent, CalendarChange | None] | None:
+    """The event to publish for ``candidate`` and, when it differs from what the calendars
+    last showed, the change to remember (a higher sequence). None: nothing to show (a
+    webinar that never had a start)."""
+    item, published = candidate.item, candidate.published
+    start = item.event_start or (published.start if published else None)
+    if start is None:
+        return None
+    removed = published is not None and published.removed
+    cancelled = (
+        candidate.withdrawn
+        or removed
+        or item.kind != "webinar"
+        or item.event_start is None
+        or says_cancelled(item.title)
+    )
+    event = CalendarEvent(
+        uid=event_uid(item.id, host),
+        title=item.title,
+        start=start,
+        end=start + duration,
+        url=calendar_uri(item.link) if item.link else None,
+        description=description,
+        cancelled=cancelled,
+    )
+    fingerprint = event.fingerprint()
+    status = "cancelled" if cancelled else "confirmed"
+    if published is None:
+        change = CalendarChange(item.id, 0, fingerprint, start, status)
+        return event, change
+    if published.fingerprint == fingerprint:
+        return _with_sequence(event, published.sequence), None
+    # A row noted before anything was published (fingerprint "") starts at 0 as well.
+    sequence = published.sequence + 1 if published.fingerprint else published.sequence
+    change = CalendarChange(item.id, sequence, fingerprint, start, status)
+    return _with_sequence(event, sequence), change
+
+
+def _with_sequence(event: CalendarEvent, sequence: int) -> CalendarEvent:
+    return CalendarEvent(
+        event.uid,
+        event.title,
+        event.start,
+        event.end,
+        event.url,
+        event.description,
+        event.cancelled,
+        sequence,
+    )

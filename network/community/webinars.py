@@ -29,7 +29,7 @@ from network.community.reminders import Reminder, format_when, parse_leads, reco
 from network.errors import MatrixError, MatrixPermanent, MatrixRateLimited
 from network.matrix.gateway import MatrixGateway
 from network.settings.model import Settings
-from network.storage import Storage
+from network.storage import Item, Storage
 from network.storage.cohorts import NewReminder, ReminderRow
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,14 @@ FIRST_BACKOFF = 1.0  # seconds before the round after a failed or blocked one; t
 
 def ics_url(public_url: str, item_id: int) -> str:
     return f"{public_url.rstrip('/')}/webinars/{item_id}.ics"
+
+
+def webinar_calendar_links(public_url: str, item: Item) -> tuple[str, str] | None:
+    """A webinar post's calendar links: its own file, and the page of the calendars to
+    subscribe to (``/calendar``); None for anything else."""
+    if item.kind != "webinar" or item.event_start is None:
+        return None
+    return ics_url(public_url, item.id), f"{public_url.rstrip('/')}/calendar"
 
 
 def _lead_text(lead: timedelta) -> str:

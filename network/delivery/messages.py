@@ -99,6 +99,7 @@ class MessagePlanning(DeliveryState):
                 feed_link=ctx.feed_links.get(item.feed_id),
                 template=template,
                 zone=self.zone,
+                calendar=self.calendar_links(item) if self.calendar_links else None,
             )
         # Only a first attempt is known to show what was rendered now: an earlier attempt
         # may have reached the server, which then returns that older event.

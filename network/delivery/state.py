@@ -83,8 +83,11 @@ class DeliveryState:
         router: Router | None = None,
         cohort_of: Callable[[Item], str | None] = _no_cohort,
         zone: ZoneInfo | None = None,
+        calendar_links: Callable[[Item], tuple[str, str] | None] | None = None,
     ) -> None:
         self.storage = storage
+        # A webinar's post links to its calendar file and to the subscribable calendars.
+        self.calendar_links = calendar_links
         self.zone = zone  # webinar times are shown in the network's zone (and UTC)
         self.matrix = matrix
         self.channels = channels

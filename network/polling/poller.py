@@ -406,6 +406,8 @@ class Poller:
             now=now,
             worth_an_edit=worth_an_edit,
         )
+        # An upcoming webinar the publisher took down becomes cancelled on the calendars.
+        await self.storage.note_feed_listing(feed.id, [i.key for i in inputs], now)
         if stored.new and self.item_hooks:
             postable = [i for i in inputs if i.key in unseen and post(i)]
             for hook in self.item_hooks:

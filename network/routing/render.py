@@ -22,6 +22,9 @@ from feeds.sanitize import html_to_text, sanitize_html, truncate_html
 from network.matrix.fit import MAX_CONTENT_BYTES, content_size, fit_event
 from network.route_templates import RouteTemplate, event_start_text, render_channel, render_matrix
 from network.storage import Item
+from network.templating import gettext
+
+_ = gettext
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,12 @@ def matrix_content(
     feed_link: str | None = None,
     template: RouteTemplate | None = None,
     zone: ZoneInfo | None = None,
+    calendar: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The content of the ``m.notice`` that announces ``item``; times shown in ``zone``."""
+    """The content of the ``m.notice`` that announces ``item``; times shown in ``zone``.
+
+    ``calendar`` (for a webinar): its calendar file, and the page of the calendars to
+    subscribe to (``webcal://`` links; Matrix clients only open http(s) links)."""
     if template is not None:
         try:
             body, formatted = render_matrix(
@@ -103,6 +110,15 @@ def matrix_content(
         parts.append(f"<p>When: {html.escape(when)}</p>")
     if summary_html:
         parts.append(f"<blockquote>{summary_html}</blockquote>")
+    if calendar is not None and when:
+        ics, page = calendar
+        add = _("Add it to your calendar")
+        follow = _("Every webinar in your calendar, kept up to date")
+        body_lines += [f"{add}: {ics}", f"{follow}: {page}"]
+        parts.append(
+            f'<p><a href="{html.escape(ics, quote=True)}">{html.escape(add)}</a> · '
+            f'<a href="{html.escape(page, quote=True)}">{html.escape(follow)}</a></p>'
+        )
     # Sanitized once more as a whole: the pieces above are escaped, but this is the last
     # point before the HTML leaves libhub.
     return _notice("\n".join(body_lines), sanitize_html("".join(parts)), item.link)

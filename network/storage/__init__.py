@@ -6,8 +6,10 @@ connection; other modules get typed records from it and never see a row or a cur
 
 from __future__ import annotations
 
+from network.storage.archive import ArchiveStore
 from network.storage.base import SCHEMA_VERSION, Database, from_iso, now_iso
 from network.storage.bot_events import BotEventStore
+from network.storage.calendar import CalendarStore
 from network.storage.cases import CaseStore
 from network.storage.cohorts import CommunityStore
 from network.storage.digest_runs import DigestRunStore
@@ -37,6 +39,8 @@ class Storage(
     SubscriberStore,
     DigestRunStore,
     PersonalMailStore,
+    CalendarStore,
+    ArchiveStore,
 ):
     """The database of one libhub instance. Open with ``await Storage.open(path)``."""
 

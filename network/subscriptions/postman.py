@@ -81,6 +81,10 @@ class Links:
     def ics(self, item_id: int) -> str:
         return f"{self.base}/webinars/{item_id}.ics"
 
+    def calendar(self) -> str:
+        """The ``webcal://`` address of the calendar of every webinar (it updates itself)."""
+        return "webcal://" + self.base.split("://", 1)[1] + "/calendar.ics"
+
     def verify_claims(self, token: str, purpose: str, now: datetime) -> tokens.TokenClaims:
         """The claims of a token signed with the current or a previous secret."""
         return tokens.verify_token(

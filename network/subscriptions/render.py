@@ -150,6 +150,7 @@ def _render(
     ics_url: Callable[[DigestItem], str] | None,
     now: datetime,
     templates_dir: Path | None,
+    calendar_url: str | None = None,
 ) -> RenderedMessage:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be a timezone-aware datetime")
@@ -163,6 +164,8 @@ def _render(
         "manage_url": manage_url,
         "unsubscribe_url": unsubscribe_url,
         "tz_name": zone.key,
+        # The subscribable calendar of every webinar, when the message has webinars.
+        "calendar_url": calendar_url if any(g[0] == "webinars" for g in groups) else None,
         "groups": [
             {
                 "id": gid,
@@ -214,6 +217,7 @@ def render_digest(
     ics_url: Callable[[DigestItem], str] | None,
     now: datetime,
     templates_dir: Path | None = None,
+    calendar_url: str | None = None,
 ) -> RenderedMessage | None:
     """A daily or weekly digest of ``items``, or None when there is nothing to send.
 
@@ -245,6 +249,7 @@ def render_digest(
         ics_url=ics_url,
         now=now,
         templates_dir=templates_dir,
+        calendar_url=calendar_url,
     )
 
 
@@ -258,6 +263,7 @@ def render_immediate(
     ics_url: Callable[[DigestItem], str] | None,
     now: datetime,
     templates_dir: Path | None = None,
+    calendar_url: str | None = None,
 ) -> RenderedMessage | None:
     """One notice for the new items of a poll batch, or None when there are none."""
     if not items:
@@ -287,4 +293,5 @@ def render_immediate(
         ics_url=ics_url,
         now=now,
         templates_dir=templates_dir,
+        calendar_url=calendar_url,
     )

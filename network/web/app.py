@@ -14,7 +14,15 @@ from aiohttp import web
 
 from network.ratelimit import PerClientLimit
 from network.settings.checks import parse_networks
-from network.web import calendar, dashboard, dashboard_login, metrics
+from network.web import (
+    archive,
+    calendar,
+    calendars,
+    dashboard,
+    dashboard_login,
+    feeds_out,
+    metrics,
+)
 from network.web.context import CONTEXT, FORM_LIMIT, TRUSTED_PROXIES, WebContext
 from network.web.security import security_middleware
 from network.web.subscribe import setup_subscribe_routes
@@ -77,4 +85,8 @@ def make_web_app(service: WebContext) -> web.Application:
     calendar.setup_routes(app)
     # Subscribers: subscribe, confirm, manage, one-click unsubscribe.
     setup_subscribe_routes(app)
+    # The public face: subscribable calendars, the archive and the feeds out.
+    calendars.setup_routes(app)
+    archive.setup_routes(app)
+    feeds_out.setup_routes(app)
     return app

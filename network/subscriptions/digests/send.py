@@ -202,6 +202,7 @@ class DigestSender:
             "manage_url": manage_url,
             "unsubscribe_url": unsubscribe_url,
             "ics_url": lambda item: links.ics(item.item_id),
+            "calendar_url": links.calendar(),
             "now": now,
         }
         digest_items = self._digest_items(items)
