@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from network import tokens
+from network import i18n, tokens
 from network.errors import ConfigError
+from network.i18n import gettext as _
 from network.settings.checks import check_weekday
 from network.settings.model import Settings, previous_secrets
 from network.storage import Storage
@@ -123,37 +124,47 @@ class Subscriptions:
             tz=d.default_timezone or self.settings.network.timezone,
             hour=d.default_hour,
             weekday=check_weekday(d.default_weekday, "digests.default_weekday"),
+            language=i18n.current(),
         )
 
     def preferences(
-        self, topics: Sequence[str], frequency: str, tz: str, hour: str | int, weekday: str | int
+        self,
+        topics: Sequence[str],
+        frequency: str,
+        tz: str,
+        hour: str | int,
+        weekday: str | int,
+        language: str | None = None,
     ) -> Preferences:
         """Checked preferences from form or command values; SubscriptionError names the field."""
         chosen = tuple(dict.fromkeys(t for t in topics if t))
         unknown = [t for t in chosen if t not in self.catalog]
         if unknown:
-            raise SubscriptionError(f"Unknown topic: {', '.join(unknown)}.", field="topics")
+            raise SubscriptionError(
+                _("Unknown topic: %(topics)s.") % {"topics": ", ".join(unknown)}, field="topics"
+            )
         if not chosen:
-            raise SubscriptionError("Choose at least one topic.", field="topics")
+            raise SubscriptionError(_("Choose at least one topic."), field="topics")
         if frequency not in FREQUENCIES:
-            raise SubscriptionError("Choose how often you want email.", field="frequency")
+            raise SubscriptionError(_("Choose how often you want email."), field="frequency")
         try:
             ZoneInfo(tz)
         except (ValueError, KeyError, OSError):
             raise SubscriptionError(
-                f"{tz!r} is not a time zone; pick one from the list, e.g. America/Chicago.",
+                _("“%(tz)s” is not a time zone: pick one from the list, or search by city.")
+                % {"tz": tz},
                 field="tz",
             ) from None
         try:
             h = int(hour)
             w = int(weekday)
         except (TypeError, ValueError):
-            raise SubscriptionError("Choose a time of day.", field="hour") from None
+            raise SubscriptionError(_("Choose a time of day."), field="hour") from None
         if not 0 <= h <= 23:
-            raise SubscriptionError("Choose a time of day between 00:00 and 23:00.", field="hour")
+            raise SubscriptionError(_("Choose a time of day from the list."), field="hour")
         if not 0 <= w <= 6:
-            raise SubscriptionError("Choose a day of the week.", field="weekday")
-        return Preferences(chosen, frequency, tz, h, w)
+            raise SubscriptionError(_("Choose a day of the week."), field="weekday")
+        return Preferences(chosen, frequency, tz, h, w, i18n.known(language or i18n.current()))
 
     # -- subscribe and confirm --
 
@@ -190,20 +201,38 @@ class Subscriptions:
             log.info("subscribe request for %s rate-limited", address.display())
             return RequestOutcome(address, False, "rate-limited")
         hours = round(d.confirm_ttl.total_seconds() / 3600)
-        message = render_message(
-            subject=f"Confirm your subscription to {self.network_name}",
-            heading="Please confirm your subscription",
-            paragraphs=[
-                f"Someone, hopefully you, asked for {describe(prefs, self.catalog)}, "
-                f"from {self.network_name}, at this address.",
-                f"Nothing will be sent until you confirm. The link works once, for {hours} hours.",
-            ],
-            action_url=links.confirm(request, now),
-            action_label="Confirm my subscription",
-            footnote="If you did not ask for this, ignore this message: you will not hear "
-            "from us again.",
-            network_name=self.network_name,
-        )
+        with i18n.use(prefs.language):  # the language they chose on the page
+            values = {
+                "network": self.network_name,
+                "what": describe(prefs, self.catalog),
+                "hours": hours,
+            }
+            message = render_message(
+                subject=_("Confirm your subscription to %(network)s") % values,
+                heading=_("Please confirm your subscription"),
+                paragraphs=[
+                    _(
+                        "Someone, hopefully you, asked for %(what)s, from %(network)s, at this "
+                        "address."
+                    )
+                    % values,
+                    i18n.ngettext(
+                        "Nothing will be sent until you confirm. The link works once, for "
+                        "%(hours)d hour.",
+                        "Nothing will be sent until you confirm. The link works once, for "
+                        "%(hours)d hours.",
+                        hours,
+                    )
+                    % values,
+                ],
+                action_url=links.confirm(request, now),
+                action_label=_("Confirm my subscription"),
+                footnote=_(
+                    "If you did not ask for this, ignore this message: you will not hear "
+                    "from us again."
+                ),
+                network_name=self.network_name,
+            )
         result = await self.postman.send(address.value, address.channel, message, now=now)
         if not result.ok:
             log.warning("confirmation to %s failed: %s", address.display(), result.detail)
@@ -227,10 +256,10 @@ class Subscriptions:
         request = await self.pending_request(token)
         topics = tuple(t for t in request.prefs.topics if t in self.catalog)
         if not topics:
-            raise SubscriptionError("The topics of this request are no longer offered.")
+            raise SubscriptionError(_("The topics of this request are no longer offered."))
         prefs = Preferences(
             topics, request.prefs.frequency, request.prefs.tz, request.prefs.hour,
-            request.prefs.weekday,
+            request.prefs.weekday, request.prefs.language,
         )  # fmt: skip
         subscriber, created = await self.storage.confirm_request(
             request.id,
@@ -259,7 +288,7 @@ class Subscriptions:
     async def update(self, subscriber: Subscriber, prefs: Preferences) -> Subscriber:
         if subscriber.status == "unsubscribed":
             raise SubscriptionError(
-                "This subscription was cancelled; subscribe again to get email."
+                _("This subscription was cancelled; subscribe again to get email.")
             )
         return await self.storage.update_preferences(
             subscriber.id, prefs, now=self.clock(), next_due=next_due
@@ -301,18 +330,26 @@ class Subscriptions:
         )
         if subscriber is None or not request.sent:
             return
-        message = render_message(
-            subject=f"Your {self.network_name} subscription",
-            heading="Manage your subscription",
-            paragraphs=[
-                "Someone, hopefully you, asked for a link to manage this subscription. "
-                f"You currently get {describe(subscriber.prefs, self.catalog)}."
-            ],
-            action_url=self.links.manage(subscriber.id, now),
-            action_label="Change or cancel my subscription",
-            footnote="If you did not ask for this, you can ignore this message.",
-            network_name=self.network_name,
-        )
+        with i18n.use(subscriber.prefs.language):
+            values = {
+                "network": self.network_name,
+                "what": describe(subscriber.prefs, self.catalog),
+            }
+            message = render_message(
+                subject=_("Your %(network)s subscription") % values,
+                heading=_("Manage your subscription"),
+                paragraphs=[
+                    _(
+                        "Someone, hopefully you, asked for a link to manage this subscription. "
+                        "You currently get %(what)s."
+                    )
+                    % values
+                ],
+                action_url=self.links.manage(subscriber.id, now),
+                action_label=_("Change or cancel my subscription"),
+                footnote=_("If you did not ask for this, you can ignore this message."),
+                network_name=self.network_name,
+            )
         await self.postman.send(subscriber.address, subscriber.channel, message, now=now)
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from network.web.language import language_middleware
 from network.web.limits import IPNetwork, PerClientLimit, parse_networks
 from network.web.security import security_middleware
 
@@ -63,8 +64,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def make_web_app(service: Service) -> web.Application:
-    # One middleware for every route: security headers, unreadable bodies refused.
-    app = web.Application(client_max_size=64 * 1024, middlewares=[security_middleware])
+    # Middleware for every route: security headers, unreadable bodies refused; then the
+    # language the page is shown in.
+    app = web.Application(
+        client_max_size=64 * 1024, middlewares=[security_middleware, language_middleware]
+    )
     app[SERVICE] = service
     w = service.settings.web
     app[FORM_LIMIT] = PerClientLimit(w.forms_per_client, w.forms_window.total_seconds())
