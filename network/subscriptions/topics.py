@@ -3,17 +3,15 @@
 Owns the topics offered (``kind:webinar``, ``feed:<id>``, ``cohort:<id>``), their labels
 and which items match them (`TopicCatalog`); what counts as an address (`parse_address`:
 an email address or an apprise URL, with the reason in words when it is neither); and
-small helpers about preferences (their schedule, a sentence describing them, the time
-zones a person picks from). Nothing here does I/O.
+small helpers about preferences (their schedule, a sentence describing them; the time
+zones a person picks from are zones.py). Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import available_timezones
 
 import apprise
 
@@ -218,17 +216,6 @@ def next_due(prefs: Preferences, now: datetime) -> datetime | None:
     if prefs.frequency == "immediate":
         return None
     return next_send(schedule_of(prefs), now)
-
-
-@functools.cache
-def time_zones() -> tuple[str, ...]:
-    """IANA zones people pick from: regions with a city, no legacy aliases.
-
-    Cached: listing them scans the tzdata files, blocking the event loop on every form.
-    """
-    legacy = ("Etc/", "SystemV/", "US/", "posix/", "right/")
-    zones = sorted(z for z in available_timezones() if "/" in z and not z.startswith(legacy))
-    return (*zones, "UTC")
 
 
 def describe(prefs: Preferences, catalog: TopicCatalog) -> str:
