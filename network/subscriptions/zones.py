@@ -40,12 +40,15 @@ def _zone_tab() -> tuple[tuple[str, str], ...]:
 
 
 def _clock(zone: str) -> tuple[float, float]:
-    year = 2025  # any year: the offsets of a recent one tell the clocks apart
+    """UTC offsets (seconds) in January and July: zones that share both share a clock."""
     tz = ZoneInfo(zone)
-    return tuple(  # type: ignore[return-value]
-        (datetime(year, month, 15, 12, tzinfo=tz).utcoffset() or 0).total_seconds()  # type: ignore[union-attr]
-        for month in (1, 7)
-    )
+
+    def offset(month: int) -> float:
+        # Any recent year tells the clocks apart.
+        delta = datetime(2025, month, 15, 12, tzinfo=tz).utcoffset()
+        return delta.total_seconds() if delta is not None else 0.0
+
+    return offset(1), offset(7)
 
 
 @functools.cache
