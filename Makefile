@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test check lint typecheck imports unit bench browser clean
+.PHONY: demo test check lint typecheck imports unit bench browser clean i18n
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,17 @@ bench: $(STAMP)
 	$(BIN)/python bench/digest.py
 	$(BIN)/python bench/bot_latency.py
 	$(BIN)/python bench/archive.py
+
+# Translations: extract every marked string into the template, merge it into each
+# language's catalog (new strings arrive empty, changed ones fuzzy: translate them), and
+# compile the catalogs the service loads. tests/test_i18n.py fails while any is missing.
+LOCALES := network/locale
+i18n: $(STAMP)
+	$(BIN)/pybabel extract -F $(LOCALES)/babel.cfg -k N_ --add-comments=Translators: --no-location --sort-output \
+	  --project libhub --copyright-holder "libhub contributors" -o $(LOCALES)/libhub.pot network
+	$(BIN)/pybabel update -D libhub -i $(LOCALES)/libhub.pot -d $(LOCALES) --no-wrap \
+	  --ignore-obsolete
+	$(BIN)/pybabel compile -D libhub -d $(LOCALES) --statistics
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

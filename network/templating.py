@@ -4,7 +4,8 @@ data of ``network`` loaded through importlib.resources, so an installed wheel fi
 
 `environment()` is the one Environment for them all: ``*.html.j2`` is autoescaped and
 ``*.txt.j2`` is not; an undefined name is an error, not an empty string; block tags leave no
-blank lines; and the filters the templates share (``wrap``) are registered here. Names are
+blank lines; the filters the templates share (``wrap``) are registered here; and the i18n
+extension translates text marked with ``_()`` or ``{% trans %}`` into the language in use. Names are
 relative to the templates folder (``"web/manage.html.j2"``). A folder with the same layout
 may replace the shipped one (``templates_dir``). Route templates written by coordinators
 in the config are another matter: they run sandboxed (network/route_templates.py).
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import jinja2
 
+from network import i18n
 from network.errors import ConfigError
 
 PACKAGE = "network"
@@ -41,16 +43,6 @@ def wrap(text: str, width: int = 72, indent: str = "") -> str:
     return "\n".join(lines)
 
 
-def gettext(message: str) -> str:
-    """``message`` in the reader's language: marks a string for translation (identity for
-    now; the catalogs replace it)."""
-    return message
-
-
-def ngettext(singular: str, plural: str, n: int) -> str:
-    return singular if n == 1 else plural
-
-
 @functools.lru_cache(maxsize=8)
 def environment(templates_dir: Path | None = None) -> jinja2.Environment:
     """The Environment of the shipped templates, or of ``templates_dir`` when given."""
@@ -72,8 +64,14 @@ def environment(templates_dir: Path | None = None) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["wrap"] = wrap
-    # Strings a person reads are marked ({% trans %}, _("...")) for the translation
-    # catalogs; until a catalog is installed they are shown as written.
+    # Translated text: ``_("...")`` and ``{% trans %}`` read the language in use
+    # (network/i18n.py), so one Environment serves every language. New-style gettext
+    # escapes what it is given and formats ``%(name)s`` itself; trimmed blocks let a long
+    # sentence span lines in the template and still be one message in the catalog.
     env.add_extension("jinja2.ext.i18n")
-    env.globals.update(_=gettext, gettext=gettext, ngettext=ngettext)
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=i18n.gettext, ngettext=i18n.ngettext, newstyle=True
+    )
+    env.policies["ext.i18n.trimmed"] = True
+    env.globals["lang"] = i18n.current
     return env

@@ -139,7 +139,7 @@ async def test_login_once_then_session_cookie_and_csrf_protected_retry(service: 
         assert "Ignacio Community Library" in html and "lee@ignacio.example.org" in html
         assert "<script" not in html
         # Cases, subscribers and digests come from the other parts' storage.
-        assert "No open cases." in html and "0 active subscriber(s)." in html
+        assert "No open cases." in html and "0 active subscribers." in html
         assert "No digests sent yet." in html
 
         async with http.get(f"{base(service)}/dashboard/outbox") as page:

@@ -117,7 +117,7 @@ def test_groups_in_order_upcoming_webinars_first_by_start() -> None:
 def test_html_headings_follow_the_groups() -> None:
     doc = outline(render().html)
     assert doc.lang == "en"
-    assert doc.headings[0] == ("h1", "Prairie Library Network — daily digest")
+    assert doc.headings[0] == ("h1", "Prairie Library Network — Daily digest")
     assert [text for tag, text in doc.headings if tag == "h2"] == [
         "Upcoming webinars",
         "News",
@@ -158,16 +158,16 @@ def test_text_part_has_the_same_order_and_no_markup() -> None:
 def test_webinar_time_is_shown_in_the_subscriber_zone() -> None:
     # 13:00 UTC on 20 May is 15:00 in Berlin (CEST), 09:00 in New York, 18:30 in Kolkata.
     berlin = render().text
-    assert "Tuesday 20 May 2025, 15:00 CEST" in berlin
+    assert "Tuesday, May 20, 2025, 3:00\u202fPM CEST" in berlin
     new_york = render(subscriber_tz="America/New_York")
-    assert "Tuesday 20 May 2025, 09:00 EDT" in new_york.text
-    assert "Tuesday 20 May 2025, 09:00 EDT" in new_york.html
+    assert "Tuesday, May 20, 2025, 9:00\u202fAM EDT" in new_york.text
+    assert "Tuesday, May 20, 2025, 9:00\u202fAM EDT" in new_york.html
     kolkata = render(subscriber_tz="Asia/Kolkata").text
-    assert "Tuesday 20 May 2025, 18:30 IST" in kolkata
+    assert "Tuesday, May 20, 2025, 6:30\u202fPM IST" in kolkata
     assert "Times are shown in Asia/Kolkata" in kolkata
     # Auckland is already on 21 May.
     auckland = render(subscriber_tz="Pacific/Auckland").text
-    assert "Wednesday 21 May 2025, 01:00 NZST" in auckland
+    assert "Wednesday, May 21, 2025, 1:00\u202fAM NZST" in auckland
 
 
 def test_add_to_calendar_only_for_upcoming_webinars() -> None:
@@ -230,10 +230,10 @@ def test_sanitized_summary_html_keeps_its_markup() -> None:
 
 def test_subject_counts_and_date_in_subscriber_zone() -> None:
     subject = render().subject
-    assert subject.startswith("Prairie Library Network: Daily digest, 14 May")
+    assert subject.startswith("Prairie Library Network: Daily digest, May 14")
     assert "2 upcoming webinars, 3 news items, 2 cohort updates" in subject
     weekly = render([ITEMS[0]], frequency="weekly", subscriber_tz="Pacific/Auckland")
-    assert weekly.subject == "Prairie Library Network: Weekly digest, 14 May — 1 news item"
+    assert weekly.subject == "Prairie Library Network: Weekly digest, May 14 — 1 news item"
 
 
 def test_immediate_notice_subject_names_the_item() -> None:
@@ -260,7 +260,7 @@ def test_templates_dir_can_be_overridden(tmp_path: Path) -> None:
     (tmp_path / "email" / "digest.html.j2").write_text("<p>{{ heading }}</p>\n")
     message = render(templates_dir=tmp_path, network_name="A & B")
     assert message.text == "TEXT 3\n"
-    assert message.html == "<p>A &amp; B — daily digest</p>\n"
+    assert message.html == "<p>A &amp; B — Daily digest</p>\n"
 
 
 # Paragraphs, a list, a link, entities and a line break: what feeds send.

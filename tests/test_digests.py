@@ -60,7 +60,7 @@ async def test_daily_digest_at_their_hour_grouped_with_one_click_headers(env: En
     [msg] = sink.to("ana@example.org")
 
     assert msg["From"] == "Prairie Libraries <news@prairie.example.org>"
-    assert msg["Subject"].startswith("Prairie Libraries: Daily digest, 23 November")
+    assert msg["Subject"].startswith("Prairie Libraries: Daily digest, Nov 23")
     unsubscribe_header = msg["List-Unsubscribe"]
     https, mailto = [u.strip(" <>") for u in unsubscribe_header.split(",")]
     assert https.startswith(f"{env.settings.web.public_url}/unsubscribe/")
@@ -76,7 +76,7 @@ async def test_daily_digest_at_their_hour_grouped_with_one_click_headers(env: En
     assert order == sorted(order)
     h_order = [html.index(f">{h}</h2>") for h in ("Upcoming webinars", "News", "Cohort updates")]
     assert h_order == sorted(h_order)
-    assert "Monday 30 November 2026, 12:00 CST" in text
+    assert "Monday, November 30, 2026, 12:00\u202fPM CST" in text
     ics = link_to(text, "webinars")
     assert ics.endswith(".ics") and f'href="{ics}"' in html
     # The footer links are this person's, signed, and the same as the header's.

@@ -67,11 +67,11 @@ def test_addresses_are_normalised(text: str, value: str, channel: str) -> None:
     ("text", "message"),
     [
         ("", "Enter your email address."),
-        ("ana@", "'ana@' is not an email address like you@example.org."),
+        ("ana@", "“ana@” is not an email address like you@example.org."),
         ("@ana:example.org", "That is a Matrix id: digests go to an email address"),
         ("a@b.org\nBcc: x@y.org", "The address must be on one line."),
         ("mailto://ana@example.org", "Write the email address itself"),
-        ("ntfys://ntfy.sh/topic", "Only email addresses can subscribe here (and json URLs)."),
+        ("ntfys://ntfy.sh/topic", "Only email addresses (and json URLs) can subscribe here."),
         ("json://", "json://"),
     ],
 )
@@ -93,7 +93,7 @@ async def test_confirmation_message_then_single_use_link(env: Env) -> None:
     # A personal message, not list mail: no unsubscribe headers.
     assert msg["List-Unsubscribe"] is None and msg["List-Unsubscribe-Post"] is None
     text, html = parts(msg)
-    assert "a weekly digest on Mondays at 08:00 (America/Chicago) of: Webinars" in flat(text)
+    assert "a weekly digest every Monday at 8:00 AM (America/Chicago) of: Webinars" in flat(text)
     assert "72 hours" in flat(text)
     confirm = link_to(text, "confirm")
     assert f'href="{confirm}"' in html
@@ -225,14 +225,14 @@ async def test_subscribe_from_matrix_parses_words_in_any_order(env: Env) -> None
     reply = await subscribe_from_matrix(svc.subscriptions, "@ana:example.org",
                                         "!subscribe weekly webinars ana@example.org")  # fmt: skip
     assert reply.startswith("I've sent a confirmation message to a…@example.org.")
-    assert "weekly digest on Mondays at 08:00 (America/Chicago) of: Webinars" in reply
+    assert "weekly digest every Monday at 8:00\u202fAM (America/Chicago) of: Webinars" in reply
     assert "ana@example.org" not in reply  # the room may be public
     reply = await subscribe_from_matrix(
         svc.subscriptions, "@bo:example.org", "bo@example.org news daily"
     )
-    assert "daily digest at 08:00 (America/Chicago) of: News" in reply
+    assert "daily digest at 8:00\u202fAM (America/Chicago) of: News" in reply
     text = parts(sink.to("bo@example.org")[0])[0]
-    assert "daily digest at 08:00 (America/Chicago) of: News" in flat(text)
+    assert "daily digest at 8:00 AM (America/Chicago) of: News" in flat(text)
     request = await svc.storage.subscribe_request(2)
     assert request is not None and request.source == "matrix:@bo:example.org"
 
@@ -245,7 +245,7 @@ async def test_subscribe_from_matrix_parses_words_in_any_order(env: Env) -> None
         ("!subscribe weekly podcasts a@example.org", "I don't know the topic(s) podcasts."),
         ("!subscribe weekly @ana:example.org", "Digests go to an email address, not a Matrix id"),
         ("!subscribe a@example.org b@example.org", "Please give one address at a time."),
-        ("!subscribe weekly news ana@", "'ana@' is not an email address"),
+        ("!subscribe weekly news ana@", "“ana@” is not an email address"),
     ],
 )
 async def test_subscribe_from_matrix_helps_with_mistakes(env: Env, text: str, start: str) -> None:

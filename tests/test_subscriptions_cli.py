@@ -56,13 +56,13 @@ def test_import_sends_confirmations_and_reports_bad_rows(
     proc = libhub("subscribers", "import", str(csv_file), config=config)
     assert proc.returncode == 1, proc.stderr
     assert "confirmation sent" in proc.stdout and " 2 " in proc.stdout.split("confirmation sent")[1]
-    assert "line 4: 'not-an-address' is not an email address" in proc.stderr
+    assert "line 4: “not-an-address” is not an email address" in proc.stderr
     assert "line 5: unknown topic 'podcasts'" in proc.stderr
     assert {r.rcpt_tos[0] for r in sink.received} == {"ana@example.org", "bo@example.org"}
     [ana] = sink.to("ana@example.org")
     assert ana["Subject"] == "Confirm your subscription to Prairie Libraries"
     text = " ".join(str(ana.get_body(("plain",)).get_content()).split())  # type: ignore[union-attr]
-    assert "weekly digest on Fridays at 09:00 (Europe/Berlin) of: Webinars, News" in text
+    assert "weekly digest every Friday at 9:00 AM (Europe/Berlin) of: Webinars, News" in text
     listed = libhub("subscribers", "list", config=config)
     assert "0 active" in listed.stdout  # nobody confirmed yet
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from network.i18n import gettext as _
 from network.settings.community import CohortSettings
 from network.settings.model import Settings
 
@@ -334,34 +335,64 @@ def invitation_email(
     join_rule: str,
     library: str | None,
 ) -> tuple[str, str]:
-    """(subject, plain text) of the email that invites a member listed by address."""
+    """(subject, plain text) of the email that invites a member listed by address, in the
+    language in use (network/i18n.py)."""
     step3 = {
-        "knock": 'Choose "Ask to join". A facilitator of the cohort will let you in, usually '
-        "within a day.",
-        "public": 'Choose "Join".',
-        "invite": "Reply to this email with your Matrix id (like @name:server) and a "
-        "facilitator will invite you.",
+        "knock": _(
+            "Choose “Ask to join”. A facilitator of the cohort will let you in, usually "
+            "within a day."
+        ),
+        "public": _("Choose “Join”."),
+        "invite": _(
+            "Reply to this email with your Matrix id (like @name:server) and a "
+            "facilitator will invite you."
+        ),
     }[join_rule]
-    who = f" for {library}" if library else ""
+    values = {
+        "network": network,
+        "cohort": cohort,
+        "library": library or "",
+        "room_link": room_link,
+        "space_link": space_link or "",
+        "homeserver": homeserver,
+        "step3": step3,
+    }
+    added = (
+        _("%(network)s has added you for %(library)s to the cohort “%(cohort)s”.")
+        if library
+        else _("%(network)s has added you to the cohort “%(cohort)s”.")
+    )
     lines = [
-        "Hello,",
+        _("Hello,"),
         "",
-        f"{network} has added you{who} to the cohort {cohort!r}. The cohort talks in a "
-        "Matrix room: a chat room you can use in a web browser or in an app on your phone.",
+        added % values
+        + " "
+        + _(
+            "The cohort talks in a Matrix room: a chat room you can use in a web browser or "
+            "in an app on your phone."
+        ),
         "",
-        "How to join:",
-        f"1. Open {room_link}",
-        f"2. Pick a Matrix app (Element works in the browser) and sign in, or create a "
-        f"free account, on the homeserver {homeserver}.",
-        f"3. {step3}",
+        _("How to join:"),
+        _("1. Open %(room_link)s") % values,
+        _(
+            "2. Pick a Matrix app (Element works in the browser) and sign in, or create a "
+            "free account, on the homeserver %(homeserver)s."
+        )
+        % values,
+        _("3. %(step3)s") % values,
     ]
     if space_link:
-        lines += ["", f"The network's other rooms (announcements, webinars, help): {space_link}"]
+        lines += [
+            "",
+            _("The network's other rooms (announcements, webinars, help): %(space_link)s") % values,
+        ]
     lines += [
         "",
-        "In the room, post !update followed by a few lines to tell the cohort what your "
-        "library tried; it also reaches the people who follow the cohort by email.",
+        _(
+            "In the room, post !update followed by a few lines to tell the cohort what your "
+            "library tried; it also reaches the people who follow the cohort by email."
+        ),
         "",
         f"-- {network}",
     ]
-    return f"You are invited to {cohort} ({network})", "\n".join(lines)
+    return _("You are invited to %(cohort)s (%(network)s)") % values, "\n".join(lines)

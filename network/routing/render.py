@@ -19,10 +19,10 @@ from zoneinfo import ZoneInfo
 from jinja2 import TemplateError
 
 from feeds.sanitize import html_to_text, sanitize_html, truncate_html
+from network.i18n import gettext
 from network.matrix.fit import MAX_CONTENT_BYTES, content_size, fit_event
 from network.route_templates import RouteTemplate, event_start_text, render_channel, render_matrix
 from network.storage import Item
-from network.templating import gettext
 
 _ = gettext
 

@@ -27,6 +27,7 @@ class Preferences:
     tz: str
     hour: int
     weekday: int = 0
+    language: str = "en"  # of all their mail; one of network.i18n.languages()
 
 
 def _prefs(row: Any) -> Preferences:
@@ -36,6 +37,7 @@ def _prefs(row: Any) -> Preferences:
         tz=row["tz"],
         hour=int(row["hour"]),
         weekday=int(row["weekday"]),
+        language=row["language"],
     )
 
 
@@ -187,11 +189,11 @@ class Claim:
     next_due: datetime | None
 
 
-SUB_COLS = "topics, frequency, tz, hour, weekday"
+SUB_COLS = "topics, frequency, tz, hour, weekday, language"
 
 
-def prefs_values(p: Preferences) -> tuple[str, str, str, int, int]:
-    return (json.dumps(list(p.topics)), p.frequency, p.tz, p.hour, p.weekday)
+def prefs_values(p: Preferences) -> tuple[str, str, str, int, int, str]:
+    return (json.dumps(list(p.topics)), p.frequency, p.tz, p.hour, p.weekday, p.language)
 
 
 def iso_or_none(value: datetime | None) -> str | None:

@@ -81,7 +81,7 @@ class SubscriberStore(Database):
             allowed = (int(row[0]) if row else 0) < limit
             cur = await conn.execute(
                 f"INSERT INTO subscribe_requests (address, address_key, channel, {SUB_COLS}, "
-                "source, created_at, expires_at, sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "source, created_at, expires_at, sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     address,
                     address_key,
@@ -368,7 +368,7 @@ async def _insert_subscriber(
     cur = await conn.execute(
         f"INSERT INTO subscribers (address, address_key, channel, {SUB_COLS}, source, consent, "
         "created_at, confirmed_at, updated_at, queue_cursor, last_period, next_due) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,"
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
         "(SELECT COALESCE(MAX(seq), 0) FROM digest_queue),?,?)",
         (
             address,
@@ -424,12 +424,12 @@ async def _apply_prefs(
     if schedule_changed:
         # The next digest follows the new schedule, counted from now (not a catch-up).
         await conn.execute(
-            f"UPDATE subscribers SET ({SUB_COLS}) = (?,?,?,?,?), updated_at = ?, "
+            f"UPDATE subscribers SET ({SUB_COLS}) = (?,?,?,?,?,?), updated_at = ?, "
             "last_period = ?, next_due = ? WHERE id = ?",
             (*prefs_values(prefs), stamp, stamp, iso_or_none(next_due(prefs, now)), sub.id),
         )
     else:
         await conn.execute(
-            "UPDATE subscribers SET topics = ?, updated_at = ? WHERE id = ?",
-            (json.dumps(list(prefs.topics)), stamp, sub.id),
+            "UPDATE subscribers SET topics = ?, language = ?, updated_at = ? WHERE id = ?",
+            (json.dumps(list(prefs.topics)), prefs.language, stamp, sub.id),
         )

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from network import tokens
+from network import i18n, tokens
 from network.errors import ConfigError
+from network.i18n import gettext as _
 from network.settings.checks import check_weekday
 from network.settings.model import Settings, previous_secrets
 from network.storage import Storage
@@ -126,37 +127,47 @@ class Subscriptions:
             tz=d.default_timezone or self.settings.network.timezone,
             hour=d.default_hour,
             weekday=check_weekday(d.default_weekday, "digests.default_weekday"),
+            language=i18n.current(),
         )
 
     def preferences(
-        self, topics: Sequence[str], frequency: str, tz: str, hour: str | int, weekday: str | int
+        self,
+        topics: Sequence[str],
+        frequency: str,
+        tz: str,
+        hour: str | int,
+        weekday: str | int,
+        language: str | None = None,
     ) -> Preferences:
         """Checked preferences from form or command values; SubscriptionError names the field."""
         chosen = tuple(dict.fromkeys(t for t in topics if t))
         unknown = [t for t in chosen if t not in self.catalog]
         if unknown:
-            raise SubscriptionError(f"Unknown topic: {', '.join(unknown)}.", field="topics")
+            raise SubscriptionError(
+                _("Unknown topic: %(topics)s.") % {"topics": ", ".join(unknown)}, field="topics"
+            )
         if not chosen:
-            raise SubscriptionError("Choose at least one topic.", field="topics")
+            raise SubscriptionError(_("Choose at least one topic."), field="topics")
         if frequency not in FREQUENCIES:
-            raise SubscriptionError("Choose how often you want email.", field="frequency")
+            raise SubscriptionError(_("Choose how often you want email."), field="frequency")
         try:
             ZoneInfo(tz)
         except (ValueError, KeyError, OSError):
             raise SubscriptionError(
-                f"{tz!r} is not a time zone; pick one from the list, e.g. America/Chicago.",
+                _("“%(tz)s” is not a time zone: pick one from the list, or search by city.")
+                % {"tz": tz},
                 field="tz",
             ) from None
         try:
             h = int(hour)
             w = int(weekday)
         except (TypeError, ValueError):
-            raise SubscriptionError("Choose a time of day.", field="hour") from None
+            raise SubscriptionError(_("Choose a time of day."), field="hour") from None
         if not 0 <= h <= 23:
-            raise SubscriptionError("Choose a time of day between 00:00 and 23:00.", field="hour")
+            raise SubscriptionError(_("Choose a time of day from the list."), field="hour")
         if not 0 <= w <= 6:
-            raise SubscriptionError("Choose a day of the week.", field="weekday")
-        return Preferences(chosen, frequency, tz, h, w)
+            raise SubscriptionError(_("Choose a day of the week."), field="weekday")
+        return Preferences(chosen, frequency, tz, h, w, i18n.known(language or i18n.current()))
 
     # -- subscribe and confirm --
 
@@ -222,10 +233,10 @@ class Subscriptions:
         request = await self.pending_request(token)
         topics = tuple(t for t in request.prefs.topics if t in self.catalog)
         if not topics:
-            raise SubscriptionError("The topics of this request are no longer offered.")
+            raise SubscriptionError(_("The topics of this request are no longer offered."))
         prefs = Preferences(
             topics, request.prefs.frequency, request.prefs.tz, request.prefs.hour,
-            request.prefs.weekday,
+            request.prefs.weekday, request.prefs.language,
         )  # fmt: skip
         subscriber, created = await self.storage.confirm_request(
             request.id,
@@ -254,7 +265,7 @@ class Subscriptions:
     async def update(self, subscriber: Subscriber, prefs: Preferences) -> Subscriber:
         if subscriber.status == "unsubscribed":
             raise SubscriptionError(
-                "This subscription was cancelled; subscribe again to get email."
+                _("This subscription was cancelled; subscribe again to get email.")
             )
         return await self.storage.update_preferences(
             subscriber.id, prefs, now=self.clock(), next_due=next_due

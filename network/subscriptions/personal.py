@@ -15,7 +15,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from network import i18n
 from network.errors import ConfigError
+from network.i18n import gettext as _
 from network.mail.pool import SendResult
 from network.settings.model import Settings
 from network.storage import Storage
@@ -54,36 +56,57 @@ class Subscriptions(Protocol):
 
 def confirmation(subs: Subscriptions, request: SubscribeRequest, now: datetime) -> RenderedMessage:
     hours = round(subs.settings.digests.confirm_ttl.total_seconds() / 3600)
-    name = subs.network_name
-    return render_message(
-        subject=f"Confirm your subscription to {name}",
-        heading="Please confirm your subscription",
-        paragraphs=[
-            f"Someone, hopefully you, asked for {describe(request.prefs, subs.catalog)}, "
-            f"from {name}, at this address.",
-            f"Nothing will be sent until you confirm. The link works once, for {hours} hours.",
-        ],
-        action_url=subs.links.confirm(request, now),
-        action_label="Confirm my subscription",
-        footnote="If you did not ask for this, ignore this message: you will not hear "
-        "from us again.",
-        network_name=name,
-    )
+    with i18n.use(request.prefs.language):  # the language they chose on the page
+        values = {
+            "network": subs.network_name,
+            "what": describe(request.prefs, subs.catalog),
+            "hours": hours,
+        }
+        return render_message(
+            subject=_("Confirm your subscription to %(network)s") % values,
+            heading=_("Please confirm your subscription"),
+            paragraphs=[
+                _("Someone, hopefully you, asked for %(what)s, from %(network)s, at this address.")
+                % values,
+                i18n.ngettext(
+                    "Nothing will be sent until you confirm. The link works once, for "
+                    "%(hours)d hour.",
+                    "Nothing will be sent until you confirm. The link works once, for "
+                    "%(hours)d hours.",
+                    hours,
+                )
+                % values,
+            ],
+            action_url=subs.links.confirm(request, now),
+            action_label=_("Confirm my subscription"),
+            footnote=_(
+                "If you did not ask for this, ignore this message: you will not hear from us again."
+            ),
+            network_name=subs.network_name,
+        )
 
 
 def manage_message(subs: Subscriptions, subscriber: Subscriber, now: datetime) -> RenderedMessage:
-    return render_message(
-        subject=f"Your {subs.network_name} subscription",
-        heading="Manage your subscription",
-        paragraphs=[
-            "Someone, hopefully you, asked for a link to manage this subscription. "
-            f"You currently get {describe(subscriber.prefs, subs.catalog)}."
-        ],
-        action_url=subs.links.manage(subscriber.id, now),
-        action_label="Change or cancel my subscription",
-        footnote="If you did not ask for this, you can ignore this message.",
-        network_name=subs.network_name,
-    )
+    with i18n.use(subscriber.prefs.language):
+        values = {
+            "network": subs.network_name,
+            "what": describe(subscriber.prefs, subs.catalog),
+        }
+        return render_message(
+            subject=_("Your %(network)s subscription") % values,
+            heading=_("Manage your subscription"),
+            paragraphs=[
+                _(
+                    "Someone, hopefully you, asked for a link to manage this subscription. "
+                    "You currently get %(what)s."
+                )
+                % values
+            ],
+            action_url=subs.links.manage(subscriber.id, now),
+            action_label=_("Change or cancel my subscription"),
+            footnote=_("If you did not ask for this, you can ignore this message."),
+            network_name=subs.network_name,
+        )
 
 
 async def _message(

@@ -9,8 +9,9 @@ with nh3. The text part is built from the same context, with summaries converted
 text by `feeds.sanitize.html_to_text`, the conversion Matrix notices use, so a summary reads
 the same in both.
 
-Dates are shown in the subscriber's time zone; ``now`` decides which webinars are still
-upcoming. An empty list renders nothing: no empty digests.
+Dates are shown in the subscriber's time zone and language (CLDR, network/i18n.py), and
+every fixed word in the subscriber's language (``language``); ``now`` decides which
+webinars are still upcoming. An empty list renders nothing: no empty digests.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from markupsafe import Markup
 
 from feeds.sanitize import html_to_text, truncate_html
-from network.settings.checks import WEEKDAY_NAMES
+from network import i18n
+from network.i18n import N_
+from network.i18n import gettext as _
 from network.templating import environment
 
 SUMMARY_TEXT_CHARS = 500
-_MONTHS = (
-    "January February March April May June July August September October November December"
-).split()
-_FREQUENCY_LABELS = {"daily": "Daily digest", "weekly": "Weekly digest"}
+_FREQUENCY_LABELS = {"daily": N_("Daily digest"), "weekly": N_("Weekly digest")}
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,13 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def format_day(moment: datetime, zone: ZoneInfo) -> str:
-    """``Tuesday 20 May 2025`` in ``zone``, independent of the process locale."""
-    local = moment.astimezone(zone)
-    return f"{WEEKDAY_NAMES[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
+    """``Tuesday, May 20, 2025`` in ``zone`` and the language in use (not the process locale)."""
+    return i18n.format_day(moment, zone)
 
 
 def format_when(moment: datetime, zone: ZoneInfo) -> str:
-    """``Tuesday 20 May 2025, 15:00 CEST`` in ``zone``."""
-    local = moment.astimezone(zone)
-    return f"{format_day(moment, zone)}, {local:%H:%M} {local.tzname() or zone.key}"
+    """``Tuesday, May 20, 2025, 3:00 PM CEST`` in ``zone`` and the language in use."""
+    return i18n.format_when(moment, zone)
 
 
 # --- grouping ---------------------------------------------------------------------------
@@ -118,20 +116,25 @@ def group_items(
         key=newest_first,
     )
     groups = [
-        ("webinars", "Upcoming webinars", upcoming),
-        ("news", "News", news),
-        ("cohort-updates", "Cohort updates", cohort),
+        ("webinars", _("Upcoming webinars"), upcoming),
+        ("news", _("News"), news),
+        ("cohort-updates", _("Cohort updates"), cohort),
     ]
     return [g for g in groups if g[2]]
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def _count(gid: str, n: int) -> str:
+    if gid == "webinars":
+        text = i18n.ngettext("%(num)d upcoming webinar", "%(num)d upcoming webinars", n)
+    elif gid == "news":
+        text = i18n.ngettext("%(num)d news item", "%(num)d news items", n)
+    else:
+        text = i18n.ngettext("%(num)d cohort update", "%(num)d cohort updates", n)
+    return text % {"num": n}
 
 
 def _counts(groups: list[tuple[str, str, list[DigestItem]]]) -> str:
-    words = {"webinars": "upcoming webinar", "news": "news item", "cohort-updates": "cohort update"}
-    return ", ".join(_plural(len(members), words[gid]) for gid, _, members in groups)
+    return ", ".join(_count(gid, len(members)) for gid, _title, members in groups)
 
 
 # --- rendering --------------------------------------------------------------------------
@@ -189,7 +192,7 @@ def _item_view(
     zone: ZoneInfo,
     ics_url: Callable[[DigestItem], str] | None,
 ) -> dict[str, Any]:
-    title = " ".join(item.title.split()) or "(untitled)"
+    title = " ".join(item.title.split()) or _("(untitled)")
     upcoming = group == "webinars" and item.event_start is not None
     return {
         "title": title,
@@ -218,6 +221,7 @@ def render_digest(
     now: datetime,
     templates_dir: Path | None = None,
     calendar_url: str | None = None,
+    language: str = i18n.SOURCE,
 ) -> RenderedMessage | None:
     """A daily or weekly digest of ``items``, or None when there is nothing to send.
 
@@ -226,31 +230,37 @@ def render_digest(
     """
     if not items:
         return None
-    label = _FREQUENCY_LABELS.get(frequency)
-    if label is None:
+    english = _FREQUENCY_LABELS.get(frequency)
+    if english is None:
         raise ValueError(
             f"unknown digest frequency {frequency!r}: expected daily or weekly "
             "(immediate notices are rendered by render_immediate)"
         )
     zone = _zone(subscriber_tz)
-    local = now.astimezone(zone)
-    groups = group_items(items, now)  # grouped once: the subject and the body use it
-    summary = _counts(groups)
-    subject = f"{network_name}: {label}, {local.day} {_MONTHS[local.month - 1]} — {summary}"
-    return _render(
-        groups,
-        subject=subject,
-        heading=f"{network_name} — {label.lower()}",
-        intro=f"This digest has {summary}.",
-        subscriber_tz=subscriber_tz,
-        network_name=network_name,
-        manage_url=manage_url,
-        unsubscribe_url=unsubscribe_url,
-        ics_url=ics_url,
-        now=now,
-        templates_dir=templates_dir,
-        calendar_url=calendar_url,
-    )
+    with i18n.use(language):
+        label = _(english)
+        groups = group_items(items, now)  # grouped once: the subject and the body use it
+        summary = _counts(groups)
+        values = {
+            "network": network_name,
+            "label": label,
+            "day": i18n.short_month_day(now, zone),
+            "summary": summary,
+        }
+        return _render(
+            groups,
+            subject=_("%(network)s: %(label)s, %(day)s — %(summary)s") % values,
+            heading=_("%(network)s — %(label)s") % values,
+            intro=_("This digest has %(summary)s.") % values,
+            subscriber_tz=subscriber_tz,
+            network_name=network_name,
+            manage_url=manage_url,
+            unsubscribe_url=unsubscribe_url,
+            ics_url=ics_url,
+            now=now,
+            templates_dir=templates_dir,
+            calendar_url=calendar_url,
+        )
 
 
 def render_immediate(
@@ -264,34 +274,36 @@ def render_immediate(
     now: datetime,
     templates_dir: Path | None = None,
     calendar_url: str | None = None,
+    language: str = i18n.SOURCE,
 ) -> RenderedMessage | None:
     """One notice for the new items of a poll batch, or None when there are none."""
     if not items:
         return None
-    groups = group_items(items, now)
-    if len(items) == 1:
-        only = items[0]
-        kind = (
-            "Upcoming webinar"
-            if groups[0][0] == "webinars"
-            else "Cohort update"
-            if only.kind == "cohort-update"
-            else "New"
+    with i18n.use(language):
+        groups = group_items(items, now)
+        values = {"network": network_name, "summary": _counts(groups)}
+        if len(items) == 1:
+            only = items[0]
+            values["title"] = " ".join(only.title.split()) or _("(untitled)")
+            if groups[0][0] == "webinars":
+                subject = _("%(network)s: Upcoming webinar: %(title)s") % values
+            elif only.kind == "cohort-update":
+                subject = _("%(network)s: Cohort update: %(title)s") % values
+            else:
+                subject = _("%(network)s: New: %(title)s") % values
+        else:
+            subject = _("%(network)s: %(summary)s") % values
+        return _render(
+            groups,
+            subject=subject,
+            heading=_("New from %(network)s") % values,
+            intro=_("Just published: %(summary)s.") % values,
+            subscriber_tz=subscriber_tz,
+            network_name=network_name,
+            manage_url=manage_url,
+            unsubscribe_url=unsubscribe_url,
+            ics_url=ics_url,
+            now=now,
+            templates_dir=templates_dir,
+            calendar_url=calendar_url,
         )
-        subject = f"{network_name}: {kind}: {' '.join(only.title.split()) or '(untitled)'}"
-    else:
-        subject = f"{network_name}: {_counts(groups)}"
-    return _render(
-        groups,
-        subject=subject,
-        heading=f"New from {network_name}",
-        intro=f"Just published: {_counts(groups)}.",
-        subscriber_tz=subscriber_tz,
-        network_name=network_name,
-        manage_url=manage_url,
-        unsubscribe_url=unsubscribe_url,
-        ics_url=ics_url,
-        now=now,
-        templates_dir=templates_dir,
-        calendar_url=calendar_url,
-    )

@@ -3,28 +3,33 @@
 Owns the topics offered (``kind:webinar``, ``feed:<id>``, ``cohort:<id>``), their labels
 and which items match them (`TopicCatalog`); what counts as an address (`parse_address`:
 an email address or an apprise URL, with the reason in words when it is neither); and
-small helpers about preferences (their schedule, a sentence describing them, the time
-zones a person picks from). Nothing here does I/O.
+small helpers about preferences (their schedule, a sentence describing them; the time
+zones a person picks from are zones.py). Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import available_timezones
 
 import apprise
 
 from network.delivery.channels import redact
 from network.errors import ConfigError, LibhubError
-from network.settings.checks import WEEKDAY_NAMES, bare_address, email_address
+from network.i18n import N_, format_hour, weekday_names
+from network.i18n import gettext as _
+from network.settings.checks import bare_address, email_address
 from network.settings.model import Settings
 from network.storage.subscribers import Preferences
 from network.subscriptions.schedule import Schedule, next_send
 
-KIND_TOPIC_LABELS = {"webinar": "Webinars", "news": "News", "cohort-update": "Cohort updates"}
+# Labels of the kinds, in English: translated where they are shown (`TopicCatalog.label`).
+KIND_TOPIC_LABELS = {
+    "webinar": N_("Webinars"),
+    "news": N_("News"),
+    "cohort-update": N_("Cohort updates"),
+}
 
 
 class SubscriptionError(LibhubError, ValueError):
@@ -87,8 +92,11 @@ class TopicCatalog:
         return topic_id in self._by_id
 
     def label(self, topic_id: str) -> str:
+        """The topic's name in the language in use (feeds and cohorts keep their own)."""
         topic = self._by_id.get(topic_id)
-        return topic.label if topic else topic_id.partition(":")[2]
+        if topic is None:
+            return topic_id.partition(":")[2]
+        return _(topic.label) if topic.group == "kind" else topic.label
 
     def labels(self, topic_ids: Iterable[str]) -> str:
         return ", ".join(self.label(t) for t in topic_ids)
@@ -152,25 +160,28 @@ def parse_address(text: str, *, schemes: Collection[str] | None) -> Address:
     """
     value = text.strip()
     if not value:
-        raise SubscriptionError("Enter your email address.", field="address")
+        raise SubscriptionError(_("Enter your email address."), field="address")
     if any(c in value for c in "\r\n\t"):
-        raise SubscriptionError("The address must be on one line.", field="address")
+        raise SubscriptionError(_("The address must be on one line."), field="address")
     if "://" in value:
         scheme = value.split("://", 1)[0].lower()
         if scheme in ("mailto", "mailtos"):
             raise SubscriptionError(
-                "Write the email address itself (you@example.org), not a mailto:// URL.",
+                _("Write the email address itself (you@example.org), not a mailto:// URL."),
                 field="address",
             )
         if schemes is not None and scheme not in schemes:
             raise SubscriptionError(
-                "Only email addresses can subscribe here"
-                + (f" (and {', '.join(sorted(schemes))} URLs)." if schemes else "."),
+                _("Only email addresses (and %(schemes)s URLs) can subscribe here.")
+                % {"schemes": ", ".join(sorted(schemes))}
+                if schemes
+                else _("Only email addresses can subscribe here."),
                 field="address",
             )
         if apprise.Apprise.instantiate(value) is None:
             raise SubscriptionError(
-                f"{redact(value)} is not a notification URL that apprise understands.",
+                _("%(url)s is not a notification URL that apprise understands.")
+                % {"url": redact(value)},
                 field="address",
             )
         return Address(value, value, "apprise")
@@ -179,14 +190,17 @@ def parse_address(text: str, *, schemes: Collection[str] | None) -> Address:
     if address is None:
         if value.startswith("@") and ":" in value:
             raise SubscriptionError(
-                "That is a Matrix id: digests go to an email address (you@example.org); "
-                "in Matrix, join the rooms instead.",
+                _(
+                    "That is a Matrix id: digests go to an email address (you@example.org); "
+                    "in Matrix, join the rooms instead."
+                ),
                 field="address",
             )
         raise SubscriptionError(
-            f"{value!r} is not an email address like you@example.org.", field="address"
+            _("“%(value)s” is not an email address like you@example.org.") % {"value": value},
+            field="address",
         )
-    local, _, domain = address.rpartition("@")
+    local, _at, domain = address.rpartition("@")
     return Address(f"{local}@{domain.lower()}", address.lower(), "email")
 
 
@@ -204,23 +218,17 @@ def next_due(prefs: Preferences, now: datetime) -> datetime | None:
     return next_send(schedule_of(prefs), now)
 
 
-@functools.cache
-def time_zones() -> tuple[str, ...]:
-    """IANA zones people pick from: regions with a city, no legacy aliases.
-
-    Cached: listing them scans the tzdata files, blocking the event loop on every form.
-    """
-    legacy = ("Etc/", "SystemV/", "US/", "posix/", "right/")
-    zones = sorted(z for z in available_timezones() if "/" in z and not z.startswith(legacy))
-    return (*zones, "UTC")
-
-
 def describe(prefs: Preferences, catalog: TopicCatalog) -> str:
-    """'a weekly digest on Mondays at 08:00 (Europe/Berlin) of Webinars, News'."""
-    what = catalog.labels(prefs.topics)
+    """'a weekly digest on Mondays at 8:00 AM (Europe/Berlin) of: Webinars, News', in the
+    language in use."""
+    values = {
+        "topics": catalog.labels(prefs.topics),
+        "time": format_hour(prefs.hour),
+        "tz": prefs.tz,
+        "day": weekday_names()[prefs.weekday],
+    }
     if prefs.frequency == "immediate":
-        return f"a message as soon as something new is published in: {what}"
-    when = f"at {prefs.hour:02d}:00 ({prefs.tz})"
+        return _("a message as soon as something new is published in: %(topics)s") % values
     if prefs.frequency == "weekly":
-        return f"a weekly digest on {WEEKDAY_NAMES[prefs.weekday]}s {when} of: {what}"
-    return f"a daily digest {when} of: {what}"
+        return _("a weekly digest every %(day)s at %(time)s (%(tz)s) of: %(topics)s") % values
+    return _("a daily digest at %(time)s (%(tz)s) of: %(topics)s") % values

@@ -24,6 +24,7 @@ from network.web import (
     metrics,
 )
 from network.web.context import CONTEXT, FORM_LIMIT, TRUSTED_PROXIES, WebContext
+from network.web.language import language_middleware
 from network.web.security import security_middleware
 from network.web.subscribe import setup_subscribe_routes
 
@@ -70,8 +71,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def make_web_app(service: WebContext) -> web.Application:
-    # One middleware for every route: security headers, unreadable bodies refused.
-    app = web.Application(client_max_size=64 * 1024, middlewares=[security_middleware])
+    # Middleware for every route: security headers, unreadable bodies refused; then the
+    # language the page is shown in.
+    app = web.Application(
+        client_max_size=64 * 1024, middlewares=[security_middleware, language_middleware]
+    )
     app[CONTEXT] = service
     w = service.settings.web
     app[FORM_LIMIT] = PerClientLimit(w.forms_per_client, w.forms_window.total_seconds())

@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from network.i18n import gettext
 from network.storage.archive import ArchiveEntry
 from network.subscriptions.public import Scope
-from network.templating import gettext
 from network.web.context import CONTEXT
 from network.web.public import (
     COHORT_PATTERN,

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from network.community.calendar import calendar_ics, webcal_url
 from network.community.calendars import current_events
+from network.i18n import gettext
 from network.subscriptions.public import Scope
-from network.templating import gettext
 from network.web.context import CONTEXT
 from network.web.public import (
     COHORT_PATTERN,

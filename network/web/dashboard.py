@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from network.errors import LibhubError
+from network.i18n import gettext as _
 from network.settings.model import Settings, secret
 from network.templating import environment
 from network.tokens import (
@@ -40,6 +41,7 @@ from network.tokens import (
     verify_token,
 )
 from network.web.context import WebContext, context_of
+from network.web.language import offered_languages
 from network.web.security import ID_PATTERN, csrf_matches, csrf_token, path_id
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,8 @@ def age_text(since: datetime | None, now: datetime) -> str:
 
 
 def _render(name: str, status: int = 200, **context: Any) -> web.Response:
-    text = environment().get_template(f"web/{name}").render(**context)
+    languages = offered_languages()
+    text = environment().get_template(f"web/{name}").render(languages=languages, **context)
     # No caching, no framing, same-origin referrers: network/web/security.py adds them.
     return web.Response(text=text, content_type="text/html", charset="utf-8", status=status)
 
@@ -155,24 +158,26 @@ def _page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse
         try:
             key = dashboard_secret(service.settings)
         except DashboardUnavailable as e:
-            return _render("dashboard_message.html.j2", 503, title="Dashboard off", text=str(e))
+            return _render("dashboard_message.html.j2", 503, title=_("Dashboard off"), text=str(e))
         session = _session(request, key)
         if session is not None and await service.storage.session_ended(session.nonce):
             session = None  # logged out: the cookie is still signed, but no longer good
         if request.method == "POST":
             if session is None:
                 return _render(
-                    "dashboard_message.html.j2", 401, title="Not logged in",
-                    text="Log in again: your session is missing or has expired.",
+                    "dashboard_message.html.j2", 401, title=_("Not logged in"),
+                    text=_("Log in again: your session is missing or has expired."),
                 )  # fmt: skip
             form = await request.post()
             given = str(form.get("csrf", ""))
             bound = f"session.{session.nonce}"
             if not same_origin(request) or not csrf_matches(key, bound, given):
                 return _render(
-                    "dashboard_message.html.j2", 403, title="Refused",
-                    text="The form was not sent from this dashboard. Reload the page and "
-                    "try again.",
+                    "dashboard_message.html.j2", 403, title=_("Refused"),
+                    text=_(
+                        "The form was not sent from this dashboard. Reload the page and "
+                        "try again."
+                    ),
                 )  # fmt: skip
         elif session is None:
             return _redirect(f"{PREFIX}/login")
@@ -213,9 +218,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     try:
         key = dashboard_secret(service.settings)
     except DashboardUnavailable as e:
-        return _render("dashboard_message.html.j2", 503, title="Dashboard off", text=str(e))
+        return _render("dashboard_message.html.j2", 503, title=_("Dashboard off"), text=str(e))
     if not same_origin(request):
-        return login_page(request, 403, error="Refused: foreign form.")
+        return login_page(request, 403, error=_("Refused: foreign form."))
     form = await request.post()
     token = str(form.get("token", "")).strip()
     now = datetime.now(UTC)
@@ -226,7 +231,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if not await service.storage.use_login_nonce(claims.nonce, claims.subject, now):
         return login_page(
             request, 401,
-            error="This login link was already used. Ask for a new one (libhub admin token).",
+            error=_("This login link was already used. Ask for a new one (libhub admin token)."),
         )  # fmt: skip
     return start_session(service, key, claims.subject, now, how="login token")
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from network.i18n import gettext as _
 from network.ratelimit import PerClientLimit
 from network.web.context import TRUSTED_PROXIES
 from network.web.dashboard import (
@@ -97,7 +98,7 @@ async def login_with_matrix(request: web.Request) -> web.StreamResponse:
     except DashboardUnavailable as e:
         return login_page(request, 503, matrix_error=str(e))
     if not same_origin(request):
-        return login_page(request, 403, matrix_error="Refused: foreign form.")
+        return login_page(request, 403, matrix_error=_("Refused: foreign form."))
     form = await request.post()
     user_id = str(form.get("user_id", "")).strip()
     password = str(form.get("password", ""))
@@ -109,39 +110,49 @@ async def login_with_matrix(request: web.Request) -> web.StreamResponse:
     client = client_address(request, proxies)
     if not request.app[ATTEMPTS].allow(client):
         log.warning("dashboard: too many Matrix login attempts from %s", client)
-        return refuse(429, "Too many attempts. Wait a quarter of an hour and try again.")
+        return refuse(429, _("Too many attempts. Wait a quarter of an hour and try again."))
     bot_server = server_name(settings.matrix.user_id)
     if not user_id.startswith("@") or not server_name(user_id):
-        return refuse(400, "Type your full Matrix id, like @ana:" + bot_server + ".")
+        return refuse(
+            400, _("Type your full Matrix id, like @ana:%(server)s.") % {"server": bot_server}
+        )
     # Only a coordinator, and only on the homeserver libhub can ask about its users.
     if user_id not in settings.assistance.coordinators or server_name(user_id) != bot_server:
         log.warning("dashboard: Matrix login refused for %s (not a coordinator here)", user_id)
         return refuse(
             403,
-            "This account may not use the dashboard. Coordinators are listed in the "
-            "configuration (assistance.coordinators); ask one for a login link.",
+            _(
+                "This account may not use the dashboard. Coordinators are listed in the "
+                "configuration (assistance.coordinators); ask one for a login link."
+            ),
         )
     if not request.app[ACCOUNT_ATTEMPTS].allow(user_id):
         log.warning("dashboard: too many Matrix login attempts for %s", user_id)
         return refuse(
             429,
-            "Too many attempts for this account. Wait a quarter of an hour, or use a login "
-            "link from `libhub admin token`.",
+            _(
+                "Too many attempts for this account. Wait a quarter of an hour, or use a "
+                "login link from `libhub admin token`."
+            ),
         )
     try:
         accepted = await check_password(settings.matrix.homeserver, user_id, password)
     except HomeserverTrouble as e:
         log.warning("dashboard: could not ask the homeserver about %s: %s", user_id, e)
         if e.status == 429:
-            return refuse(429, "The homeserver asks to slow down. Wait a minute, then try again.")
+            return refuse(
+                429, _("The homeserver asks to slow down. Wait a minute, then try again.")
+            )
         return refuse(
             503,
-            "The homeserver could not be reached to check the password. Try again later, "
-            "or use a login link from `libhub admin token`.",
+            _(
+                "The homeserver could not be reached to check the password. Try again later, "
+                "or use a login link from `libhub admin token`."
+            ),
         )
     if not accepted:
         log.warning("dashboard: wrong Matrix password for %s", user_id)
-        return refuse(401, "The homeserver did not accept this user id and password.")
+        return refuse(401, _("The homeserver did not accept this user id and password."))
     return start_session(service, key, user_id, datetime.now(UTC), how="Matrix account")
 
 

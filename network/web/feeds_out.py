@@ -17,9 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
+from network.i18n import gettext
 from network.storage.archive import ArchiveEntry
 from network.subscriptions.public import Scope
-from network.templating import gettext
 from network.web.archive import short_summary
 from network.web.context import CONTEXT
 from network.web.public import PUBLIC_CACHE, SLUG_PATTERN, base_url, install, not_found, public_view

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from network.i18n import gettext as _
 from network.storage.subscribers import Preferences, Subscriber
 from network.subscriptions.topics import Address, describe
 from network.tokens import TokenError
@@ -29,6 +30,7 @@ from network.web.pages import (
     prefs_from,
     subs_of,
     too_many,
+    zone_search,
 )
 
 ONE_CLICK = "One-Click"
@@ -52,7 +54,7 @@ async def manage_request_form(request: web.Request) -> web.Response:
         request,
         "manage_request.html.j2",
         csrf_cookie=cookie,
-        title="Manage your subscription",
+        title=_("Manage your subscription"),
         csrf=token,
         address="",
         schemes=sorted(subs.settings.digests.channel_schemes),
@@ -69,9 +71,11 @@ async def manage_request_post(request: web.Request) -> web.Response:
     subs.send_manage_link(str(form.get("address", "")))  # sent in the background
     return message_page(
         request,
-        "Check your inbox",
-        "If this address is subscribed, a message with a link to manage the subscription is "
-        "on its way.",
+        _("Check your inbox"),
+        _(
+            "If this address is subscribed, a message with a link to manage the subscription "
+            "is on its way."
+        ),
     )
 
 
@@ -80,7 +84,7 @@ async def manage_form(request: web.Request) -> web.Response:
     try:
         subscriber = await subs.subscriber_for(request.match_info["token"], "manage")
     except TokenError as e:
-        return link_error(request, e, what="manage a subscription")
+        return link_error(request, e, what="manage")
     if subscriber.status == "unsubscribed":
         return _unsubscribed_page(request)
     return _manage_page(request, subscriber, subscriber.prefs)
@@ -93,6 +97,7 @@ def _manage_page(
     *,
     errors: dict[str, str] | None = None,
     saved: bool = False,
+    zone_query: str = "",
 ) -> web.Response:
     subs = subs_of(request)
     token, cookie = csrf_for(request)
@@ -101,13 +106,17 @@ def _manage_page(
         "manage.html.j2",
         status=400 if errors else 200,
         csrf_cookie=cookie,
-        title="Your subscription",
+        title=_("Your subscription"),
         csrf=token,
         action=request.path,
         address=_address_of(subscriber),
         saved=saved,
         description=describe(subscriber.prefs, subs.catalog),
-        **{**form_context(subs, prefs), "errors": errors or {}, "sub_status": subscriber.status},
+        **{
+            **form_context(subs, prefs, zone_query=zone_query),
+            "errors": errors or {},
+            "sub_status": subscriber.status,
+        },
     )
 
 
@@ -119,13 +128,15 @@ async def manage_post(request: web.Request) -> web.Response:
     try:
         subscriber = await subs.subscriber_for(request.match_info["token"], "manage")
     except TokenError as e:
-        return link_error(request, e, what="manage a subscription")
+        return link_error(request, e, what="manage")
     if form.get("action") == "unsubscribe":
         await subs.unsubscribe(subscriber)
         return _unsubscribed_page(request)
     if subscriber.status == "unsubscribed":
         return _unsubscribed_page(request)
     prefs, errors, shown = prefs_from(subs, form)
+    if query := zone_search(form):
+        return _manage_page(request, subscriber, shown, zone_query=query)
     if prefs is None:
         return _manage_page(request, subscriber, shown, errors=errors)
     updated = await subs.update(subscriber, prefs)
@@ -138,9 +149,10 @@ async def manage_post(request: web.Request) -> web.Response:
 def _unsubscribed_page(request: web.Request) -> web.Response:
     return message_page(
         request,
-        "You are unsubscribed",
-        f"You will get no more email from {subs_of(request).network_name}.",
-        links=(("/subscribe", "Changed your mind? Subscribe again"),),
+        _("You are unsubscribed"),
+        _("You will get no more email from %(network)s.")
+        % {"network": subs_of(request).network_name},
+        links=(("/subscribe", _("Changed your mind? Subscribe again")),),
     )
 
 
@@ -157,7 +169,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
         request,
         "unsubscribe.html.j2",
         csrf_cookie=cookie,
-        title="Unsubscribe",
+        title=_("Unsubscribe"),
         csrf=token,
         action=request.path,
         address=_address_of(subscriber),

@@ -21,14 +21,18 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from network import i18n
 from network.errors import ConfigError
-from network.settings.checks import WEEKDAY_NAMES
+from network.i18n import N_, ngettext
+from network.i18n import gettext as _
 from network.storage.subscribers import Preferences, TokenAlreadyUsed
+from network.subscriptions import zones
 from network.subscriptions.lifecycle import Subscriptions
-from network.subscriptions.topics import SubscriptionError, time_zones
+from network.subscriptions.topics import SubscriptionError
 from network.templating import environment
 from network.tokens import TokenExpired
 from network.web.context import FORM_LIMIT, TRUSTED_PROXIES, context_of
+from network.web.language import offered_languages
 from network.web.limits import client_address
 from network.web.security import csrf_matches, csrf_token
 
@@ -56,13 +60,15 @@ def page(
     csrf_cookie: str | None = None,
     **context: Any,
 ) -> web.Response:
-    """Render ``web/<template>`` with the shared context."""
+    """Render ``web/<template>`` with the shared context, in the request's language."""
     subs = subs_of(request)
-    html = (
-        environment()
-        .get_template(f"web/{template}")
-        .render({"network_name": subs.network_name, "errors": {}, **context})
-    )
+    shared = {
+        "network_name": subs.network_name,
+        "errors": {},
+        "languages": offered_languages(),
+        "path": request.path,
+    }
+    html = environment().get_template(f"web/{template}").render({**shared, **context})
     response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
     if csrf_cookie is not None:
         response.set_cookie(
@@ -117,9 +123,9 @@ def csrf_ok(request: web.Request, form: Mapping[str, Any]) -> bool:
 def csrf_failed(request: web.Request) -> web.Response:
     return message_page(
         request,
-        "This form has expired",
-        "The form was open too long or was sent from another site, so nothing was changed.",
-        "Go back, reload the page and try again.",
+        _("This form has expired"),
+        _("The form was open too long or was sent from another site, so nothing was changed."),
+        _("Go back, reload the page and try again."),
         status=403,
         kind="warning",
     )
@@ -128,19 +134,64 @@ def csrf_failed(request: web.Request) -> web.Response:
 # -- forms -----------------------------------------------------------------------------------
 
 
-def form_context(subs: Subscriptions, prefs: Preferences | Any) -> dict[str, Any]:
+def zone_choices(subs: Subscriptions, chosen: str, query: str = "") -> dict[str, Any]:
+    """The time zone list of a form: the network's likely zones, the one already chosen,
+    and what a search by city found (the first match selected)."""
+    likely = zones.likely(subs.settings.network.timezone)
+    found = zones.search(query) if query else ()
+    groups: list[tuple[str, list[tuple[str, str]]]] = []
+    if found:
+        groups.append(
+            (_("Found for “%(query)s”") % {"query": query}, [(z, zones.label(z)) for z in found])
+        )
+    if chosen and chosen not in likely and chosen not in found:
+        groups.append((_("Your time zone"), [(chosen, zones.label(chosen))]))
+    groups.append((_("Time zones of the network"), [(z, zones.label(z)) for z in likely]))
+    if "UTC" not in likely and "UTC" not in found and chosen != "UTC":
+        groups.append((_("Other"), [("UTC", "UTC")]))
+    if found:
+        found_text = ngettext(
+            "%(num)d time zone matches “%(query)s”; the first is selected in the list.",
+            "%(num)d time zones match “%(query)s”; the first is selected in the list.",
+            len(found),
+        ) % {"num": len(found), "query": query}
+    else:
+        found_text = _(
+            "No time zone matches “%(query)s”. Try a larger city nearby, or the name of the "
+            "country's capital."
+        ) % {"query": query}
+    return {
+        "groups": groups,
+        "selected": found[0] if found else chosen,
+        "query": query,
+        "found_text": found_text,
+        "hours": [(h, i18n.format_hour(h)) for h in range(24)],
+    }
+
+
+def form_context(
+    subs: Subscriptions, prefs: Preferences | Any, *, zone_query: str = ""
+) -> dict[str, Any]:
     return {
         "catalog": subs.catalog,
         "prefs": prefs,
-        "zones": time_zones(),
-        "weekdays": WEEKDAY_NAMES,
+        "zones": zone_choices(subs, prefs.tz, zone_query),
+        "weekdays": i18n.weekday_names(),
         "schemes": sorted(subs.settings.digests.channel_schemes),
     }
 
 
+def zone_search(form: Any) -> str:
+    """The city a person asked for with the time zone search button ("" when they did not:
+    pressing Enter in another field sends the form with that first button too)."""
+    if not form.get("find_zone"):
+        return ""
+    return " ".join(str(form.get("tz_search", "")).split())[:80]
+
+
 def prefs_from(
     subs: Subscriptions, form: Any
-) -> tuple[Preferences | None, dict[str, str], dict[str, Any]]:
+) -> tuple[Preferences | None, dict[str, str], Preferences]:
     """Preferences from a posted form, or the errors per field and what to show again."""
     defaults = subs.defaults()
     topics = tuple(str(t) for t in form.getall("topics", []))
@@ -148,11 +199,11 @@ def prefs_from(
     tz = str(form.get("tz", defaults.tz))
     hour = _int_or(form.get("hour"), defaults.hour)
     weekday = _int_or(form.get("weekday"), defaults.weekday)
-    # What the form shows again when it comes back with errors (the template reads it
-    # like Preferences).
-    shown = {"topics": topics, "frequency": frequency, "tz": tz, "hour": hour, "weekday": weekday}
+    language = i18n.known(str(form.get("language", i18n.current())))
+    # What the form shows again when it comes back with errors or a time zone search.
+    shown = Preferences(topics, frequency, tz, hour, weekday, language)
     try:
-        prefs = subs.preferences(topics, frequency, tz, hour, weekday)
+        prefs = subs.preferences(topics, frequency, tz, hour, weekday, language)
     except SubscriptionError as e:
         return None, {e.field or "topics": str(e)}, shown
     return prefs, {}, shown
@@ -165,34 +216,45 @@ def _int_or(value: Any, default: int) -> int:
         return default
 
 
-# -- refusals --------------------------------------------------------------------------------
+# -- refusals ---------------------------------------------------------------------------------
+
+# What an expired link was for, by the purpose its routes pass as ``what``.
+LINK_EXPIRED = {
+    "confirm": N_("Links to confirm a subscription work for a limited time."),
+    "manage": N_("Links to manage a subscription work for a limited time."),
+    "unsubscribe": N_("Links to unsubscribe work for a limited time."),
+}
 
 
 def link_error(request: web.Request, error: Exception, *, what: str) -> web.Response:
     if isinstance(error, TokenAlreadyUsed):
         return message_page(
             request,
-            "This link was already used",
-            "You already confirmed this subscription. Your first email arrives at the time "
-            "you chose.",
-            links=(("/manage", "Get a link to change your subscription"),),
+            _("This link was already used"),
+            _(
+                "You already confirmed this subscription. Your first email arrives at the "
+                "time you chose."
+            ),
+            links=(("/manage", _("Get a link to change your subscription")),),
         )
     if isinstance(error, TokenExpired):
         return message_page(
             request,
-            "This link has expired",
-            f"Links to {what} work for a limited time. Ask for a new one below.",
+            _("This link has expired"),
+            _(LINK_EXPIRED[what]) + " " + _("Ask for a new one below."),
             status=410,
-            links=(("/subscribe", "Subscribe again"), ("/manage", "Get a new manage link")),
+            links=(("/subscribe", _("Subscribe again")), ("/manage", _("Get a new manage link"))),
             kind="warning",
         )
     return message_page(
         request,
-        "This link does not work",
-        "It may have been cut off by your mail program: try copying the whole address into "
-        "your browser.",
+        _("This link does not work"),
+        _(
+            "It may have been cut off by your mail program: try copying the whole address "
+            "into your browser."
+        ),
         status=404,
-        links=(("/subscribe", "Subscribe"), ("/manage", "Get a new manage link")),
+        links=(("/subscribe", _("Subscribe")), ("/manage", _("Get a new manage link"))),
         kind="warning",
     )
 
@@ -211,10 +273,16 @@ def too_many(request: web.Request) -> web.Response:
     minutes = round(request.app[FORM_LIMIT].window / 60)
     response = message_page(
         request,
-        "Please try again later",
-        "Many requests came from your network in a short time, so this one was not sent. "
-        f"Please try again in {minutes} minutes.",
-        "If you share a connection with many others (a library or school), that is why.",
+        _("Please try again later"),
+        ngettext(
+            "Many requests came from your network in a short time, so this one was not sent. "
+            "Please try again in %(num)d minute.",
+            "Many requests came from your network in a short time, so this one was not sent. "
+            "Please try again in %(num)d minutes.",
+            minutes,
+        )
+        % {"num": minutes},
+        _("If you share a connection with many others (a library or school), that is why."),
         status=429,
         kind="warning",
     )
@@ -236,9 +304,11 @@ def guard(handler: Handler) -> Handler:
             log.error("subscription page %s unavailable: %s", where, e)
             return message_page(
                 request,
-                "Subscriptions are not available",
-                "Subscribing is not set up on this server yet. Please tell the network's "
-                "coordinators.",
+                _("Subscriptions are not available"),
+                _(
+                    "Subscribing is not set up on this server yet. Please tell the network's "
+                    "coordinators."
+                ),
                 status=503,
                 kind="warning",
             )

@@ -8,10 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
+from network.i18n import gettext
 from network.subscriptions.public import PublicView
 from network.subscriptions.topics import TopicCatalog
-from network.templating import environment, gettext
+from network.templating import environment
 from network.web.context import CONTEXT
+from network.web.language import offered_languages
 
 _ = gettext
 
@@ -44,7 +46,15 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
     return (
         environment()
         .get_template(f"web/{template}")
-        .render({"network_name": name, "errors": {}, **context})
+        .render(
+            {
+                "network_name": name,
+                "errors": {},
+                "languages": offered_languages(),
+                "path": request.path,
+                **context,
+            }
+        )
     )
 
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from network.i18n import gettext as _
+from network.i18n import ngettext
 from network.storage.subscribers import TokenAlreadyUsed
 from network.subscriptions.topics import Address, SubscriptionError, describe
 from network.tokens import TokenError
@@ -51,6 +53,7 @@ from network.web.pages import (
     prefs_from,
     subs_of,
     too_many,
+    zone_search,
 )
 
 # -- subscribe -------------------------------------------------------------------------------
@@ -63,7 +66,7 @@ async def subscribe_form(request: web.Request) -> web.Response:
         request,
         "subscribe.html.j2",
         csrf_cookie=cookie,
-        title=f"Subscribe to {subs.network_name}",
+        title=_("Subscribe to %(network)s") % {"network": subs.network_name},
         csrf=token,
         address="",
         **form_context(subs, subs.defaults()),
@@ -77,6 +80,18 @@ async def subscribe_post(request: web.Request) -> web.Response:
         return csrf_failed(request)
     address = str(form.get("address", "")).strip()
     prefs, errors, shown = prefs_from(subs, form)
+    if query := zone_search(form):
+        # The time zone search button: the same form again, with what the search found.
+        token, cookie = csrf_for(request)
+        return page(
+            request,
+            "subscribe.html.j2",
+            csrf_cookie=cookie,
+            title=_("Subscribe to %(network)s") % {"network": subs.network_name},
+            csrf=token,
+            address=address,
+            **form_context(subs, shown, zone_query=query),
+        )
     if prefs is not None and not form_allowed(request):
         return too_many(request)
     if prefs is not None:
@@ -91,7 +106,7 @@ async def subscribe_post(request: web.Request) -> web.Response:
             "subscribe.html.j2",
             status=400,
             csrf_cookie=cookie,
-            title=f"Subscribe to {subs.network_name}",
+            title=_("Subscribe to %(network)s") % {"network": subs.network_name},
             csrf=token,
             address=address,
             **{**form_context(subs, shown), "errors": errors},
@@ -103,10 +118,16 @@ async def subscribe_sent(request: web.Request) -> web.Response:
     hours = round(subs_of(request).settings.digests.confirm_ttl.total_seconds() / 3600)
     return message_page(
         request,
-        "Check your inbox",
-        "If the address can receive our messages, a confirmation is on its way. Open the "
-        f"link in it within {hours} hours to start your subscription.",
-        "Nothing arrives? Look in the spam folder, or subscribe again later.",
+        _("Check your inbox"),
+        ngettext(
+            "If the address can receive our messages, a confirmation is on its way. Open the "
+            "link in it within %(num)d hour to start your subscription.",
+            "If the address can receive our messages, a confirmation is on its way. Open the "
+            "link in it within %(num)d hours to start your subscription.",
+            hours,
+        )
+        % {"num": hours},
+        _("Nothing arrives? Look in the spam folder, or subscribe again later."),
     )
 
 
@@ -118,7 +139,7 @@ async def confirm_page(request: web.Request) -> web.Response:
     try:
         pending = await subs.pending_request(request.match_info["token"])
     except (TokenError, TokenAlreadyUsed) as e:
-        return link_error(request, e, what="confirm a subscription")
+        return link_error(request, e, what="confirm")
     token, cookie = csrf_for(request)
     shown = (
         pending.address
@@ -129,7 +150,7 @@ async def confirm_page(request: web.Request) -> web.Response:
         request,
         "confirm.html.j2",
         csrf_cookie=cookie,
-        title="Confirm your subscription",
+        title=_("Confirm your subscription"),
         csrf=token,
         action=request.path,
         address=shown,
@@ -145,16 +166,29 @@ async def confirm_post(request: web.Request) -> web.Response:
     try:
         subscriber = await subs.confirm(request.match_info["token"])
     except (TokenError, TokenAlreadyUsed) as e:
-        return link_error(request, e, what="confirm a subscription")
+        return link_error(request, e, what="confirm")
     except SubscriptionError as e:
-        return message_page(request, "Subscription not started", str(e), status=409)
+        return message_page(request, _("Subscription not started"), str(e), status=409)
     manage = subs.links.manage(subscriber.id, subs.clock())
     return message_page(
         request,
-        "You are subscribed",
-        f"You will get {describe(subscriber.prefs, subs.catalog)}.",
-        "Every email has links to change or stop your subscription.",
-        links=((manage, "Change your subscription"),),
+        _("You are subscribed"),
+        _("You will get %(what)s.") % {"what": describe(subscriber.prefs, subs.catalog)},
+        _("Every email has links to change or stop your subscription."),
+        links=((manage, _("Change your subscription")),),
+    )
+
+
+# -- accessibility statement -----------------------------------------------------------------
+
+
+async def accessibility_page(request: web.Request) -> web.Response:
+    subs = subs_of(request)
+    return page(
+        request,
+        "accessibility.html.j2",
+        title=_("Accessibility"),
+        contact=subs.settings.network.contact_url,
     )
 
 
@@ -171,6 +205,7 @@ def setup_subscribe_routes(app: web.Application) -> None:
         ("/manage", manage_request_form, manage_request_post),
         ("/manage/{token}", manage_form, manage_post),
         ("/unsubscribe/{token}", unsubscribe_page, unsubscribe_post),
+        ("/accessibility", accessibility_page, None),
     ):
         r.add_get(path, guard(get))
         if post is not None:

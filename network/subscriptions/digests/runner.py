@@ -152,4 +152,5 @@ class DigestRunner(DigestSender):
             links=links,
             manage_url=links.manage(sub.id, now),
             unsubscribe_url=links.unsubscribe(sub.id, now),
+            language=sub.prefs.language,
         )

@@ -195,8 +195,10 @@ class DigestSender:
         links: Links,
         manage_url: str = _MANAGE,
         unsubscribe_url: str = _UNSUBSCRIBE,
+        language: str = "en",
     ) -> RenderedMessage | None:
         common = {
+            "language": language,
             "subscriber_tz": tz,
             "network_name": self.subscriptions.network_name,
             "manage_url": manage_url,
@@ -256,7 +258,8 @@ class DigestSender:
         return retry_delay(self._relay_failures)
 
     def _content(self, b: _Batch, run: DigestRun, sub: Subscriber) -> ListMail | None:
-        """The shared render for this run (one per distinct content, time zone and kind)."""
+        """The shared render for this run (one per distinct content, time zone, language and
+        kind)."""
         chosen = [
             b.items[e.item_id]
             for e in b.entries
@@ -264,11 +267,14 @@ class DigestSender:
             and e.item_id in b.items
             and self.catalog.matches(sub.prefs.topics, e.feed_id, e.kind)
         ]
-        key = (run.kind, run.frequency, sub.prefs.tz, tuple(i.id for i in chosen))
+        language = sub.prefs.language
+        key = (run.kind, run.frequency, sub.prefs.tz, language, tuple(i.id for i in chosen))
         if key in b.renders:
             b.renders.move_to_end(key)
             return b.renders[key]
-        rendered = self.render(run.kind, run.frequency, sub.prefs.tz, chosen, b.now, links=b.links)
+        rendered = self.render(
+            run.kind, run.frequency, sub.prefs.tz, chosen, b.now, links=b.links, language=language
+        )
         mail = ListMail.prepare(rendered, (_MANAGE, _UNSUBSCRIBE)) if rendered else None
         b.renders[key] = mail
         if len(b.renders) > RENDER_CACHE:
