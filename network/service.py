@@ -182,16 +182,7 @@ class Service:
         async with AsyncExitStack() as stack:
             storage = await stack.enter_async_context(await Storage.open(settings.database_path))
             session = await stack.enter_async_context(make_session())
-            matrix = await stack.enter_async_context(
-                MatrixGateway(
-                    settings.matrix,
-                    storage,
-                    password=secret(settings.matrix.password_env),
-                    access_token=secret(settings.matrix.access_token_env),
-                    crypto_store=settings.crypto_store_path,
-                    recovery_key=secret(settings.matrix.recovery_key_env),
-                )
-            )
+            matrix = await stack.enter_async_context(MatrixGateway.from_settings(settings, storage))
             channels = ChannelSender()
             postman = await stack.enter_async_context(Postman(settings, channels))
             service = cls(settings, storage, session, matrix, postman, channels)

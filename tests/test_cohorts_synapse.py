@@ -55,6 +55,9 @@ path = "{tmp / "libhub.db"}"
 homeserver = "{synapse.url}"
 user_id = "{bot.user_id}"
 password_env = "COHORT_BOT_PASSWORD"
+# The readers here are plain clients: the rooms libhub makes stay unencrypted in these tests
+# (tests/test_e2e_*.py read encrypted rooms with a real encrypting client).
+encryption = false
 [web]
 listen = "127.0.0.1:{free_port()}"
 {email}
@@ -101,7 +104,11 @@ async def resolve(reader: MatrixReader, alias: str) -> str:
 async def run_sync(settings: Settings, *, dry_run: bool = False) -> Any:
     storage = await Storage.open(settings.database_path)
     matrix = MatrixGateway(
-        settings.matrix, storage, password=secret("COHORT_BOT_PASSWORD"), access_token=None
+        settings.matrix,
+        storage,
+        password=secret("COHORT_BOT_PASSWORD"),
+        access_token=None,
+        crypto_store=settings.crypto_store_path,
     )
     try:
         await matrix.login()

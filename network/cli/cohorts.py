@@ -14,8 +14,8 @@ def _cmd_cohorts_sync(args: argparse.Namespace) -> int:
 
     from network.community.cohorts import CohortSync, smtp_mailer
     from network.matrix.gateway import MatrixGateway
-    from network.settings.model import secret
     from network.storage import Storage
+    from network.storage.lock import service_lock
 
     settings = config(args)
     setup_logging(args.verbose)
@@ -23,12 +23,7 @@ def _cmd_cohorts_sync(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         storage = await Storage.open(settings.database_path)
-        matrix = MatrixGateway(
-            settings.matrix,
-            storage,
-            password=secret(settings.matrix.password_env),
-            access_token=secret(settings.matrix.access_token_env),
-        )
+        matrix = MatrixGateway.from_settings(settings, storage)
         try:
             await matrix.login()
             sync = CohortSync(settings, matrix, storage, mailer=smtp_mailer(settings))
@@ -51,7 +46,10 @@ def _cmd_cohorts_sync(args: argparse.Namespace) -> int:
             err.print(f"[red]error:[/red] {line}", highlight=False)
         return 1 if report.errors else 0
 
-    return asyncio.run(main())
+    # The bot's device and crypto store are the running service's: one process at a time
+    # (with `community.sync_on_start` the service reconciles the cohorts itself).
+    with service_lock(settings.database_path):
+        return asyncio.run(main())
 
 
 def _cmd_cohorts_list(args: argparse.Namespace) -> int:

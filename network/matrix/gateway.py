@@ -38,7 +38,7 @@ from network.errors import (
 )
 from network.matrix.crosssigning import CrossSigning
 from network.matrix.crypto import RoomCrypto, guarded
-from network.settings.model import MatrixSettings
+from network.settings.model import MatrixSettings, Settings, secret
 from network.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,20 @@ def _error_from(status: int, body: dict[str, Any], headers: Any, what: str) -> M
 
 class MatrixGateway:
     """One logged-in Matrix account."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, storage: Storage) -> MatrixGateway:
+        """The bot's gateway as the settings describe it: its secrets from the environment,
+        its crypto store (the one place every command and the service build it)."""
+        m = settings.matrix
+        return cls(
+            m,
+            storage,
+            password=secret(m.password_env),
+            access_token=secret(m.access_token_env),
+            crypto_store=settings.crypto_store_path,
+            recovery_key=secret(m.recovery_key_env),
+        )
 
     def __init__(
         self,
