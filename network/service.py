@@ -13,7 +13,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack, nullcontext, suppress
 from typing import Any, Self
 from zoneinfo import ZoneInfo
 
@@ -179,7 +179,9 @@ class Service:
     async def create(cls, settings: Settings) -> Service:
         set_parse_concurrency(2)
         async with AsyncExitStack() as stack:
-            storage = await stack.enter_async_context(await Storage.open(settings.database_path))
+            storage = await stack.enter_async_context(
+                await Storage.open(settings.database_location, password=settings.database_password)
+            )
             session = await stack.enter_async_context(make_session())
             matrix = await stack.enter_async_context(
                 MatrixGateway(
@@ -315,6 +317,8 @@ async def run_service(settings: Settings, stop: asyncio.Event) -> None:
     """What ``libhub run`` does: hold the database's service lock (one service per
     database), build the service and run it until ``stop``; everything opened is closed
     again however it ends, so a start-up failure ends the process instead of hanging it."""
-    with service_lock(settings.database_path):
+    # One process per SQLite file; on PostgreSQL any number share the work (leases).
+    lock = nullcontext() if settings.database.url else service_lock(settings.database_path)
+    with lock:
         async with await Service.create(settings) as service:
             await service.run(stop)

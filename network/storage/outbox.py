@@ -73,7 +73,7 @@ class OutboxStore(Database):
             sql = (
                 "SELECT * FROM (SELECT *, ROW_NUMBER() OVER "
                 "(PARTITION BY target_type, target ORDER BY id) AS lane_rank "
-                "FROM outbox WHERE status = 'pending' AND next_attempt <= ?) "
+                "FROM outbox WHERE status = 'pending' AND next_attempt <= ?) AS lanes "
                 "WHERE lane_rank <= ? ORDER BY id LIMIT ?"
             )
             params = (stamp, per_target, limit)
@@ -115,7 +115,8 @@ class OutboxStore(Database):
             )
             if untried:
                 await conn.execute(
-                    f"UPDATE outbox SET attempts = MAX(attempts - 1, 0) WHERE status = 'pending' "
+                    "UPDATE outbox SET attempts = "
+                    "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END WHERE status = 'pending' "
                     f"AND id IN ({_marks(untried)})",
                     tuple(untried),
                 )
@@ -159,7 +160,9 @@ class OutboxStore(Database):
             edits = [(v, p) for v, p in edits if v is not None]
             if edits:
                 await conn.executemany(
-                    "UPDATE outbox SET item_version = MAX(item_version, ?) WHERE id = ?", edits
+                    "UPDATE outbox SET item_version = CASE WHEN item_version > ? THEN item_version "
+                    "ELSE ? END WHERE id = ?",
+                    [(v, v, p) for v, p in edits],
                 )
 
     async def mark_retry(self, row_id: int, *, error: str, next_attempt: datetime) -> None:
