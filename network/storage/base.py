@@ -65,6 +65,8 @@ class Database:
         self.dialect = backend.dialect
         # The SQLite file (None for PostgreSQL): the service lock and crypto store sit beside it.
         self.path = path
+        # Outbox rows this process claimed -> the claim's lease token (fencing, outbox.py).
+        self._lease_tokens: dict[int, str] = {}
 
     @classmethod
     async def open(
