@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test check lint typecheck imports unit bench browser clean i18n
+.PHONY: demo test check lint typecheck imports unit bench browser postgresql clean i18n
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
 
+# PostgreSQL from Debian too: the storage tests run on both backends (tests/pgkit.py
+# starts a throwaway cluster with initdb + pg_ctl on a free loopback port).
+postgresql:
+	@{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { \
+	  echo "installing Debian's postgresql for the storage tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	  || { echo "could not install postgresql: run 'apt-get install postgresql' as root"; exit 1; }; }
+
 demo: $(STAMP)
 	$(BIN)/libhub demo
 
@@ -38,7 +46,7 @@ imports: $(STAMP)
 
 check: lint typecheck imports
 
-test: check browser
+test: check browser postgresql
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -12,8 +12,8 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack, suppress
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack, nullcontext, suppress
 from typing import Any, Self
 from zoneinfo import ZoneInfo
 
@@ -32,11 +32,13 @@ from network.delivery.channels import ChannelSender
 from network.delivery.outbox import Delivery
 from network.delivery.state import DeliveryPolicy
 from network.errors import ServiceFailed, StartupFailed
+from network.leadership import Leadership
 from network.matrix.gateway import MatrixGateway
 from network.polling.poller import Poller
 from network.routing.router import Router
 from network.settings.model import Settings, secret
 from network.storage import Storage
+from network.storage.dialect import POSTGRESQL
 from network.storage.lock import service_lock
 from network.subscriptions.digests.runner import DigestRunner
 from network.subscriptions.lifecycle import Subscriptions, subscribe_from_matrix
@@ -174,13 +176,16 @@ class Service:
             feed_title=self.feed_title,
         )
         self.started = asyncio.Event()
+        self.leadership = Leadership(storage, shared=storage.dialect == POSTGRESQL)
         self._web_runner: web.AppRunner | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> Service:
         set_parse_concurrency(2)
         async with AsyncExitStack() as stack:
-            storage = await stack.enter_async_context(await Storage.open(settings.database_path))
+            storage = await stack.enter_async_context(
+                await Storage.open(settings.database_location, password=settings.database_password)
+            )
             session = await stack.enter_async_context(make_session())
             matrix = await stack.enter_async_context(MatrixGateway.from_settings(settings, storage))
             channels = ChannelSender()
@@ -253,25 +258,28 @@ class Service:
             ) from e
         log.info("web server on http://%s", self.settings.web.listen)
 
+    def _leader_tasks(self, term: asyncio.Event) -> list[asyncio.Task[Any]]:
+        """What must run once in the whole network: on the leader, until ``term``."""
+        return [
+            asyncio.create_task(
+                self.matrix.sync_forever(
+                    on_event=self._on_event, on_invite=self._on_invite, stop=term
+                ),
+                name="matrix-sync",
+            ),
+            asyncio.create_task(self.poller.run(term), name="poller"),
+            asyncio.create_task(self.community.run(term), name="community"),
+            asyncio.create_task(self.cohort_updates.run(term), name="weekly-prompt"),
+            asyncio.create_task(self.webinars.run(term), name="webinar-reminders"),
+            asyncio.create_task(self.digests.run(term), name="digests"),
+            asyncio.create_task(self.assistant.run(term), name="assistant"),
+        ]
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run every loop until ``stop`` is set, then shut down in order."""
         await self.start_web()
         await self.poller.prepare()
-        tasks = [
-            asyncio.create_task(
-                self.matrix.sync_forever(
-                    on_event=self._on_event, on_invite=self._on_invite, stop=stop
-                ),
-                name="matrix-sync",
-            ),
-            asyncio.create_task(self.poller.run(stop), name="poller"),
-            asyncio.create_task(self.delivery.run(stop), name="delivery"),
-            asyncio.create_task(self.community.run(stop), name="community"),
-            asyncio.create_task(self.cohort_updates.run(stop), name="weekly-prompt"),
-            asyncio.create_task(self.webinars.run(stop), name="webinar-reminders"),
-            asyncio.create_task(self.digests.run(stop), name="digests"),
-            asyncio.create_task(self.assistant.run(stop), name="assistant"),
-        ]
+        await self.leadership.beat()  # on SQLite (or with no other instance) it leads now
         failed: list[str] = []
 
         def watch(task: asyncio.Task[Any]) -> None:
@@ -284,17 +292,34 @@ class Service:
             failed.append(f"{task.get_name()}: {error!r}")
             stop.set()
 
+        tasks = [
+            asyncio.create_task(self.leadership.run(stop), name="heartbeat"),
+            asyncio.create_task(self.delivery.run(stop), name="delivery"),
+            asyncio.create_task(self._lead(stop, watch), name="leader"),
+        ]
         for task in tasks:
             task.add_done_callback(watch)
         self.started.set()
         await stop.wait()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with suppress(asyncio.CancelledError, Exception):
-                await task
+        await _finish(tasks)
         if failed:
             raise ServiceFailed(f"background task failed: {'; '.join(failed)}")
+
+    async def _lead(self, stop: asyncio.Event, watch: Callable[[asyncio.Task[Any]], None]) -> None:
+        """Whenever this instance holds the leader lease, run the leader's loops; when it
+        loses the lease (another instance leads now), stop them at once."""
+        lead = self.leadership
+        while not stop.is_set():
+            await _first(stop.wait(), lead.leading.wait())
+            if stop.is_set():
+                return
+            term = asyncio.Event()
+            jobs = self._leader_tasks(term)
+            for job in jobs:
+                job.add_done_callback(watch)
+            await _first(stop.wait(), lead.lost.wait())
+            term.set()
+            await _finish(jobs)
 
     async def close(self) -> None:
         if self._web_runner is not None:
@@ -303,10 +328,28 @@ class Service:
         await self._resources.aclose()
 
 
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Wait until one of ``waits`` is done; the others are cancelled."""
+    pending = [asyncio.ensure_future(w) for w in waits]
+    _, rest = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    for w in rest:
+        w.cancel()
+
+
+async def _finish(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 async def run_service(settings: Settings, stop: asyncio.Event) -> None:
     """What ``libhub run`` does: hold the database's service lock (one service per
     database), build the service and run it until ``stop``; everything opened is closed
     again however it ends, so a start-up failure ends the process instead of hanging it."""
-    with service_lock(settings.database_path):
+    # One process per SQLite file; on PostgreSQL any number share the work (leases).
+    lock = nullcontext() if settings.database.url else service_lock(settings.database_path)
+    with lock:
         async with await Service.create(settings) as service:
             await service.run(stop)

@@ -14,6 +14,7 @@ from network.devtools.devserver import DevHomeserver, DevUser
 from network.devtools.mailsink import MailSink
 from tests.digestkit import SECRET, SECRET_ENV, START, Clock, DigestEnv, make_service, settings_for
 from tests.matrixkit import MatrixReader
+from tests.pgkit import PgServer, start_postgres, stop_postgres
 
 _users = itertools.count(1)
 
@@ -88,3 +89,23 @@ async def digest_env(
         yield DigestEnv(service, clock, sink, settings)
     finally:
         await service.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgServer]:
+    """A real PostgreSQL server for the session (Debian's package; see tests/pgkit.py)."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        stop_postgres(server)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a storage test's database lives: an SQLite file, or an empty PostgreSQL
+    database; tests that take it run once on each backend."""
+    if request.param == "sqlite":
+        return tmp_path / "libhub.db"
+    server: PgServer = request.getfixturevalue("postgres")
+    return await server.new_database()

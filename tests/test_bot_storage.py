@@ -26,8 +26,8 @@ T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    s = await Storage.open(tmp_path / "bot.db")
+async def storage(db_location: str | Path) -> AsyncIterator[Storage]:
+    s = await Storage.open(db_location)
     try:
         yield s
     finally:

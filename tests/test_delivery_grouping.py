@@ -34,9 +34,9 @@ async def store(storage: Storage, feed: str, keys: list[str]) -> None:
 
 
 async def test_a_group_retried_after_another_feed_stored_in_the_same_second(
-    tmp_path: Path,
+    db_location: str | Path,
 ) -> None:
-    storage = await Storage.open(tmp_path / "db.sqlite")
+    storage = await Storage.open(db_location)
     try:
         await storage.sync_feeds([("a", "http://a.example/"), ("b", "http://b.example/")])
         planner = MessagePlanning(storage, None, None, feed_titles=lambda f: f)  # type: ignore[arg-type]

@@ -45,7 +45,7 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, db_location: str | Path) -> AsyncIterator[Rig]:
     pub = await Publisher().start()
     settings = parse_settings(
         f"""
@@ -68,7 +68,7 @@ rooms = ["!room:localhost"]
 """,
         base_dir=tmp_path,
     )
-    storage = await Storage.open(tmp_path / "db.sqlite")
+    storage = await Storage.open(db_location)
     session = make_session()
     fetcher = Fetcher(
         session,

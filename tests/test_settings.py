@@ -29,7 +29,7 @@ password_env = "PW"
 
 def test_minimal_file_gets_documented_defaults() -> None:
     s = parse_settings(MINIMAL)
-    assert s.database.path == "var/libhub.db"
+    assert s.database_location == s.database_path == Path("var/libhub.db")
     assert s.polling.default_interval.total_seconds() == 1800
     assert s.feeds == () and s.channels == {}
 
@@ -42,7 +42,19 @@ def test_minimal_file_gets_documented_defaults() -> None:
             "feeds[0].kind: expected one of 'news', 'webinar', 'cohort-update', got 'blog'",
         ),
         ('[databse]\npath = "x"\n', "databse: unknown key (expected one of: "),
-        ('[database]\npth = "x"\n', "database.pth: unknown key (expected one of: path)"),
+        (
+            '[database]\npth = "x"\n',
+            "database.pth: unknown key (expected one of: password_env, path, url)",
+        ),
+        (
+            '[database]\npath = "x.db"\nurl = "postgresql://libhub@db/libhub"\n',
+            "database.url: set either database.path (SQLite) or database.url (PostgreSQL)",
+        ),
+        (
+            '[database]\nurl = "postgresql://libhub:hunter2@db/libhub"\n',
+            "database.url: the password does not belong in the file",
+        ),
+        ('[database]\nurl = "mysql://db/libhub"\n', "database.url: expected a URL like"),
         ('[[feeds]]\nid = "a"\n', "feeds[0].url: missing required key, expected a string"),
         (
             '[[feeds]]\nid = "a"\nurl = "http://x"\ninterval = "often"\n',
@@ -366,3 +378,11 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert re.search(r"does not exist: copy config/example.toml", proc.stderr)
+
+
+def test_postgresql_url_and_password_variable() -> None:
+    s = parse_settings(
+        MINIMAL + '[database]\nurl = "postgresql://libhub@db:5432/libhub"\npassword_env = "DB"\n'
+    )
+    assert s.database_location == "postgresql://libhub@db:5432/libhub"
+    assert s.database.password_env == "DB"

@@ -44,7 +44,9 @@ def _cmd_kb_reload(args: argparse.Namespace) -> int:
     kb = KnowledgeBase.load(folder)  # a broken page stops here, with its file name
 
     async def main() -> None:
-        storage = await Storage.open(settings.database_path)
+        storage = await Storage.open(
+            settings.database_location, password=settings.database_password
+        )
         try:
             # The running service compares this with what it loaded (every check_every).
             await storage.set_state("kb.reload_requested", datetime.now(UTC).isoformat())
@@ -70,7 +72,9 @@ def _cmd_kb_candidates(args: argparse.Namespace) -> int:
     settings = config(args)
 
     async def main() -> list[dict[str, Any]]:
-        storage = await Storage.open(settings.database_path)
+        storage = await Storage.open(
+            settings.database_location, password=settings.database_password
+        )
         try:
             found = await storage.kb_candidates()
         finally:

@@ -60,7 +60,9 @@ def _cmd_cohorts_list(args: argparse.Namespace) -> int:
     settings = config(args)
 
     async def main() -> int:
-        storage = await Storage.open(settings.database_path)
+        storage = await Storage.open(
+            settings.database_location, password=settings.database_password
+        )
         try:
             counts = await storage.cohort_update_counts()
             for cohort in settings.cohorts:

@@ -64,7 +64,7 @@ class Tools:
 
 @asynccontextmanager
 async def _tools(settings: Settings) -> AsyncIterator[Tools]:
-    storage = await Storage.open(settings.database_path)
+    storage = await Storage.open(settings.database_location, password=settings.database_password)
     postman = Postman(settings, ChannelSender())
     web_secret = secret(settings.web.secret_env)
     subs = Subscriptions(

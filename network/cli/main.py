@@ -13,7 +13,17 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from network.cli import admin, assistance, cohorts, demo, digests, feeds, matrix, service
+from network.cli import (
+    admin,
+    assistance,
+    cohorts,
+    database,
+    demo,
+    digests,
+    feeds,
+    matrix,
+    service,
+)
 from network.cli.common import EXIT_CONFIG, Handler, Subparsers, err
 from network.errors import ConfigError, LibhubError
 
@@ -27,6 +37,7 @@ COMMANDS: tuple[tuple[str, Callable[[Subparsers], None]], ...] = (
     ("admin", admin.register),
     ("ask, kb", assistance.register),
     ("subscribers, digest", digests.register),
+    ("db migrate-to", database.register),
 )
 
 

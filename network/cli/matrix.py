@@ -15,7 +15,9 @@ def cmd_matrix_new_device(args: argparse.Namespace) -> int:
     from network.storage import Storage
 
     async def main() -> int:
-        storage = await Storage.open(settings.database_path)
+        storage = await Storage.open(
+            settings.database_location, password=settings.database_password
+        )
         try:
             old = await storage.get_state("matrix.device_id")
             await storage.set_state("matrix.token", "")

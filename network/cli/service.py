@@ -44,11 +44,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from network.storage import Storage
 
     async def main() -> int:
-        storage = await Storage.open(settings.database_path)
+        storage = await Storage.open(
+            settings.database_location, password=settings.database_password
+        )
         try:
             feeds = await storage.feed_states()
             report: dict[str, Any] = {
-                "database": str(settings.database_path),
+                "database": storage.where,
                 "feeds": [
                     {
                         "id": f.id,

@@ -60,9 +60,38 @@ class NetworkSettings:
             check_room(self.ops_room, f"{path}.ops_room")
 
 
+DEFAULT_DATABASE_PATH = "var/libhub.db"
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
-    path: str = "var/libhub.db"
+    """SQLite (``path``, the embedded default) or PostgreSQL (``url``), never both."""
+
+    path: str = ""
+    url: str = ""
+    password_env: str = ""
+
+    def validate(self, path: str) -> None:
+        if self.path and self.url:
+            raise ConfigError(
+                "set either database.path (SQLite) or database.url (PostgreSQL), not both",
+                path=f"{path}.url",
+            )
+        if self.url:
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+                raise ConfigError(
+                    "expected a URL like 'postgresql://libhub@db.example.org:5432/libhub'",
+                    path=f"{path}.url",
+                )
+            if parts.password is not None:
+                raise ConfigError(
+                    "the password does not belong in the file: put it in an environment "
+                    "variable and name it in database.password_env",
+                    path=f"{path}.url",
+                )
+        elif self.password_env:
+            raise ConfigError("password_env is for database.url (PostgreSQL)", path=path)
 
 
 @dataclass(frozen=True)
@@ -621,8 +650,18 @@ class Settings:
 
     @property
     def database_path(self) -> Path:
-        p = Path(self.database.path)
+        """The SQLite file (or, with PostgreSQL, where the data directory would be)."""
+        p = Path(self.database.path or DEFAULT_DATABASE_PATH)
         return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def database_location(self) -> Path | str:
+        """What `Storage.open` takes: the PostgreSQL URL, or the SQLite file."""
+        return self.database.url or self.database_path
+
+    @property
+    def database_password(self) -> str | None:
+        return secret(self.database.password_env)
 
     @property
     def crypto_store_path(self) -> Path:

@@ -14,6 +14,7 @@ from network.storage.cases import CaseStore
 from network.storage.cohorts import CommunityStore
 from network.storage.digest_runs import DigestRunStore
 from network.storage.feeds import FeedStore
+from network.storage.instances import Instance, InstanceStore
 from network.storage.outbox import OutboxStore
 from network.storage.personal_mail import PersonalMailStore
 from network.storage.records import (
@@ -41,6 +42,7 @@ class Storage(
     PersonalMailStore,
     CalendarStore,
     ArchiveStore,
+    InstanceStore,
 ):
     """The database of one libhub instance. Open with ``await Storage.open(path)``."""
 
@@ -49,6 +51,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Database",
     "FeedState",
+    "Instance",
     "Item",
     "ItemInput",
     "OutboxRow",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from network.storage.base import Database, from_iso
+from network.storage.dialect import POSTGRESQL
 
 # Feed items have no cohort_updates row; members' updates (feed "cohort:<id>") need an
 # active one, so an update stored but not (yet) linked or approved stays out.
@@ -56,6 +57,36 @@ def match_expression(query: str) -> str | None:
     return " ".join(f'"{w}"' for w in words) or None
 
 
+def _sqlite_where(feed_ids: Sequence[str], kinds: Sequence[str]) -> tuple[str, list[object]]:
+    # "+" keeps the planner from sorting what an index on feed_id or kind would return.
+    where = f"+items.feed_id IN (SELECT value FROM json_each(?)) AND {VISIBLE}"
+    params: list[object] = [json.dumps(list(feed_ids))]
+    if kinds:
+        where += " AND +items.kind IN (SELECT value FROM json_each(?))"
+        params.append(json.dumps(list(kinds)))
+    return where, params
+
+
+def _postgres_ids(
+    feed_ids: Sequence[str], kinds: Sequence[str], query: str
+) -> tuple[str, list[object]]:
+    """The page's ids on PostgreSQL: the GIN index of migration 7 (items_search) instead of
+    FTS5, every word required, as on SQLite."""
+    where = f"items.feed_id = ANY(?) AND {VISIBLE}"
+    params: list[object] = [list(feed_ids)]
+    if kinds:
+        where += " AND items.kind = ANY(?)"
+        params.append(list(kinds))
+    words = re.findall(r"\w+", query)[:MAX_QUERY_WORDS]
+    if words:
+        where += (
+            " AND to_tsvector('simple', coalesce(items.title, '') || ' ' || "
+            "coalesce(items.summary_html, '')) @@ plainto_tsquery('simple', ?)"
+        )
+        params.append(" ".join(words))
+    return f"SELECT id FROM items WHERE {where} ORDER BY id DESC", params
+
+
 class ArchiveStore(Database):
     async def archive_page(
         self,
@@ -71,15 +102,14 @@ class ArchiveStore(Database):
         # The page's ids first (from the items_scope index, or driven by the FTS5 index in
         # rowid order for a search: both stop after the page), then their rows. "+" keeps
         # the planner from sorting what an index on feed_id or kind would return.
-        where = f"+items.feed_id IN (SELECT value FROM json_each(?)) AND {VISIBLE}"
-        params: list[object] = [json.dumps(list(feed_ids))]
-        if kinds:
-            where += " AND +items.kind IN (SELECT value FROM json_each(?))"
-            params.append(json.dumps(list(kinds)))
         match = match_expression(query)
-        if match is None:
+        if self.dialect == POSTGRESQL:
+            ids, params = _postgres_ids(feed_ids, kinds, query)
+        elif match is None:
+            where, params = _sqlite_where(feed_ids, kinds)
             ids = f"SELECT id FROM items WHERE {where} ORDER BY id DESC"
         else:
+            where, params = _sqlite_where(feed_ids, kinds)
             ids = (
                 "SELECT items.id FROM items_fts JOIN items ON items.id = items_fts.rowid "
                 f"WHERE items_fts MATCH ? AND {where} ORDER BY items_fts.rowid DESC"

@@ -1,57 +1,48 @@
-"""The database connection: opening, WAL, migrations and the single-writer lock.
+"""The database the domain stores use: one interface, two backends.
 
-One aiosqlite connection per process; every statement runs under one asyncio lock so
-a transaction of one coroutine never interleaves with another's statements. Migrations
-are the numbered ``migrations/NNNN_*.sql`` files, applied in order inside one
-transaction each, with ``PRAGMA user_version`` recording the schema version; a database
-written by a newer libhub is refused rather than damaged.
-
-The file holds the bot's Matrix access token and every subscriber's address, so it is
-created readable by the service's user only (0600, whatever the umask); SQLite gives its
-``-wal`` and ``-shm`` files the database file's mode.
+`Database` is what every domain store (state.py, feeds.py, outbox.py, …) subclasses. It
+offers ``execute``, ``fetchall``, ``fetchone`` and ``transaction`` over a `Backend`
+(engine.py): SQLite (sqlite.py, the embedded default: one aiosqlite connection, WAL) or
+PostgreSQL (postgres.py, asyncpg: several libhub instances on one database). The stores
+write one dialect (dialect.py says how it becomes PostgreSQL's). A database written by a
+newer libhub is refused on both.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import re
-import sqlite3
-import stat
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any, Self
 
-import aiosqlite
+from network.storage.dialect import POSTGRESQL
+from network.storage.engine import (
+    SCHEMA_VERSION,
+    Backend,
+    Conn,
+    DuplicateKey,
+    Query,
+    Result,
+    Row,
+    migrations,
+)
+from network.storage.postgres import open_postgres
+from network.storage.sqlite import open_sqlite
 
-from network.errors import DatabaseTooNew, NotOurDatabase, StorageError
-
-log = logging.getLogger(__name__)
-
-APPLICATION_ID = 0x4C494248  # "LIBH": marks the file as ours
-FILE_MODE = 0o600  # owner only: the file holds secrets and subscribers' addresses
-
-
-def migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) for every migration file, in order."""
-    found: list[tuple[int, str, str]] = []
-    folder = resources.files("network.storage").joinpath("migrations")
-    for entry in folder.iterdir():
-        m = re.match(r"^(\d{4})_(.+)\.sql$", entry.name)
-        if m:
-            found.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
-    found.sort()
-    versions = [v for v, _, _ in found]
-    if len(set(versions)) != len(versions):
-        raise StorageError(f"two migrations share a number: {versions}")
-    return found
-
-
-SCHEMA_VERSION = migrations()[-1][0]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Backend",
+    "Conn",
+    "Database",
+    "DuplicateKey",
+    "Query",
+    "Result",
+    "Row",
+    "from_iso",
+    "migrations",
+    "now_iso",
+]
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -62,127 +53,48 @@ def from_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _owner_only(path: Path) -> None:
-    """Create ``path`` with mode 0600 before SQLite opens it, or tighten an existing file
-    and its companions (an earlier libhub created them under the usual umask, 0644)."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise StorageError(f"cannot create database {path}: {e.strerror}") from e
-    else:
-        os.close(fd)
-    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        try:
-            if file.is_file() and stat.S_IMODE(file.stat().st_mode) & 0o077:
-                file.chmod(FILE_MODE)
-        except OSError as e:
-            # Owned by another user: SQLite may still open it; say what to fix.
-            log.warning("%s is readable by others; run chmod 600 on it (%s)", file, e.strerror)
+def is_postgres_url(location: object) -> bool:
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
 
 
 class Database:
-    """The connection and its lock. Domain classes in this package use it."""
+    """The database, whichever backend holds it. Domain classes in this package use it."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self._conn = conn
+    def __init__(self, backend: Backend, path: Path | None = None) -> None:
+        self._backend = backend
+        self.dialect = backend.dialect
+        # The SQLite file (None for PostgreSQL): the service lock and crypto store sit beside it.
         self.path = path
-        self._lock = asyncio.Lock()
+        # Outbox rows this process claimed -> the claim's lease token (fencing, outbox.py).
+        self._lease_tokens: dict[int, str] = {}
 
     @classmethod
-    async def open(cls, path: Path | str, *, target_version: int | None = None) -> Self:
-        """Open (creating if new) and migrate the database at ``path``.
+    async def open(
+        cls,
+        location: Path | str,
+        *,
+        password: str | None = None,
+        target_version: int | None = None,
+    ) -> Self:
+        """Open (creating if new) and migrate the database at ``location``: an SQLite file
+        path, or a ``postgresql://user@host:port/db`` URL (``password`` from the settings'
+        ``password_env``, never in the URL of a config file).
 
-        Raises `StorageError` saying what is wrong when the file cannot be opened, is not
-        an SQLite database, or is another program's database (it is never written to).
+        Raises `StorageError` saying what is wrong when it cannot be opened, is another
+        program's database (it is never written to), or is newer than this libhub.
         """
-        p = Path(path)
-        try:
-            if str(p) != ":memory:":
-                p.parent.mkdir(parents=True, exist_ok=True)
-                _owner_only(p)
-            connecting = aiosqlite.connect(p, isolation_level=None)
-        except OSError as e:
-            raise StorageError(
-                f"cannot open database {p}: {e.strerror}; check database.path and the folder's "
-                "permissions"
-            ) from e
-        try:
-            conn = await connecting
-        except sqlite3.Error as e:
-            # A failed connect stops aiosqlite's worker thread; let it finish while the
-            # event loop still runs, or it reports to a closed loop as the process exits.
-            worker = getattr(connecting, "_thread", None)
-            if worker is not None and worker.is_alive():
-                await asyncio.to_thread(worker.join, 10)
-            raise StorageError(
-                f"cannot open database {p}: {e}; check database.path and the folder's permissions"
-            ) from e
-        conn.row_factory = aiosqlite.Row
-        db = cls(conn, p)
-        try:
-            # Before anything is written (WAL mode changes the file header): is it ours?
-            await db._check_identity()
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA foreign_keys=ON")
-            await conn.execute("PRAGMA busy_timeout=5000")
-            await db._migrate(SCHEMA_VERSION if target_version is None else target_version)
-        except sqlite3.Error as e:
-            await conn.close()
-            raise StorageError(
-                f"cannot use database {p}: {e}; is database.path a libhub database? "
-                "Restore a backup or point it at a new file"
-            ) from e
-        except BaseException:
-            await conn.close()
-            raise
-        return db
+        target = SCHEMA_VERSION if target_version is None else target_version
+        if is_postgres_url(location):
+            return cls(await open_postgres(str(location), password=password, target=target))
+        p = Path(location)
+        return cls(await open_sqlite(p, target=target), p)
 
-    async def _check_identity(self) -> None:
-        """Refuse an SQLite file of another program: libhub's migrations would be written
-        into it. A new, empty file is fine; libhub marks its files with `APPLICATION_ID`."""
-        async with self._conn.execute("PRAGMA application_id") as cur:
-            row = await cur.fetchone()
-        app_id = int(row[0]) if row else 0
-        if app_id == APPLICATION_ID:
-            return
-        async with self._conn.execute("SELECT count(*) FROM sqlite_master") as cur:
-            row = await cur.fetchone()
-        if app_id == 0 and not (row and int(row[0])):
-            return
-        whose = f"application_id {app_id:#x}" if app_id else "tables of its own"
-        raise NotOurDatabase(
-            f"database {self.path} belongs to another program ({whose}); libhub refuses to "
-            "change it: set database.path to a new file or to libhub's own database"
-        )
-
-    async def _migrate(self, target: int) -> None:
-        async with self._conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        current = int(row[0]) if row else 0
-        if current > SCHEMA_VERSION:
-            raise DatabaseTooNew(
-                f"database {self.path} has schema version {current}, but this libhub knows "
-                f"only up to {SCHEMA_VERSION}: upgrade libhub, or restore a backup"
-            )
-        for version, name, sql in migrations():
-            if version <= current or version > target:
-                continue
-            log.info("migrating database to version %d (%s)", version, name)
-            try:
-                # executescript commits first, so wrap the whole step in one transaction.
-                await self._conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={version};\n"
-                    f"PRAGMA application_id={APPLICATION_ID};\nCOMMIT;"
-                )
-            except sqlite3.Error as e:
-                if self._conn.in_transaction:
-                    await self._conn.execute("ROLLBACK")
-                raise StorageError(f"migration {version} ({name}) failed: {e}") from e
+    @property
+    def where(self) -> str:
+        return self._backend.where
 
     async def close(self) -> None:
-        await self._conn.close()
+        await self._backend.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -191,41 +103,30 @@ class Database:
         await self.close()
 
     async def schema_version(self) -> int:
-        row = await self.fetchone("PRAGMA user_version")
-        return int(row[0]) if row else 0
+        return await self._backend.schema_version()
 
     # The helpers below are for this package's domain modules only.
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Hold the lock and one write transaction; commit on success, roll back on error."""
-        async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            else:
-                await self._conn.execute("COMMIT")
+    def transaction(self) -> AbstractAsyncContextManager[Conn]:
+        """One write transaction: committed on success, rolled back on error."""
+        return self._backend.transaction()
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One statement in its own transaction; returns the number of rows changed."""
-        async with self._lock:
-            try:
-                cur = await self._conn.execute(sql, tuple(params))
-            except sqlite3.Error as e:
-                raise StorageError(f"database write failed: {e}") from e
-            count = cur.rowcount
-            await cur.close()
-            return int(count)
+        return await self._backend.execute(sql, params)
 
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._lock:
-            async with self._conn.execute(sql, tuple(params)) as cur:
-                return list(await cur.fetchall())
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        return await self._backend.fetchall(sql, params)
 
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self._lock:
-            async with self._conn.execute(sql, tuple(params)) as cur:
-                return await cur.fetchone()
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        return await self._backend.fetchone(sql, params)
+
+    async def table_exists(self, name: str) -> bool:
+        return await self._backend.table_exists(name)
+
+    def skip_locked(self, of: str = "") -> str:
+        """What a leasing SELECT ends with: on PostgreSQL, rows another instance is leasing
+        right now are skipped rather than waited for; SQLite has one writer at a time."""
+        if self.dialect != POSTGRESQL:
+            return ""
+        return f" FOR UPDATE OF {of} SKIP LOCKED" if of else " FOR UPDATE SKIP LOCKED"

@@ -69,7 +69,7 @@ class CalendarStore(Database):
         )
         params: list[object] = [stamp, stamp, json.dumps(list(feed_ids))]
         if item_ids is not None:
-            sql += " AND i.id IN (SELECT value FROM json_each(?))"
+            sql += " AND i.id IN (SELECT CAST(value AS INTEGER) FROM json_each(?))"
             params.append(json.dumps(list(item_ids)))
         sql += " ORDER BY COALESCE(i.event_start, c.start), i.id"
         found = []

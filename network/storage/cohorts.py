@@ -452,15 +452,14 @@ class CommunityStore(Database):
 
     async def recent_digest_rounds(self, limit: int = 10) -> list[DigestRound] | None:
         """Digests and notices by day and frequency, newest first (None: no digests yet)."""
-        exists = await self.fetchone(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'digest_runs'"
-        )
-        if exists is None:
+        if not await self.table_exists("digest_runs"):
             return None
         rows = await self.fetchall(
             "SELECT substr(created_at, 1, 10) AS day, frequency, "
-            "SUM(status = 'sent') AS sent, SUM(status = 'pending') AS pending, "
-            "SUM(status IN ('failed', 'dropped')) AS failed, MAX(sent_at) AS last_sent "
+            "SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END) AS sent, "
+            "SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS pending, "
+            "SUM(CASE WHEN status IN ('failed', 'dropped') THEN 1 ELSE 0 END) AS failed, "
+            "MAX(sent_at) AS last_sent "
             "FROM digest_runs GROUP BY day, frequency ORDER BY day DESC, frequency LIMIT ?",
             (limit,),
         )

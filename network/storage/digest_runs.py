@@ -34,7 +34,8 @@ class DigestRunStore(Database):
         stamp = now_iso(first_seen)
         return await self.execute(
             "INSERT OR IGNORE INTO digest_queue (item_id, queued_at) "
-            f"SELECT id, ? FROM items WHERE feed_id = ? AND first_seen = ? AND key IN ({marks}) "
+            "SELECT id, CAST(? AS TEXT) FROM items WHERE feed_id = ? AND first_seen = ? "
+            f"AND key IN ({marks}) "
             "ORDER BY id",
             (stamp, feed_id, stamp, *keys),
         )
@@ -135,7 +136,7 @@ class DigestRunStore(Database):
         async with self.transaction() as conn:
             async with conn.execute(
                 f"SELECT * FROM digest_runs WHERE status = 'pending' AND next_attempt <= ? "
-                f"{kind_sql} ORDER BY id LIMIT ?",
+                f"{kind_sql} ORDER BY id LIMIT ?{self.skip_locked()}",
                 (now_iso(now), *kinds, limit),
             ) as cur:
                 runs = [DigestRun.from_row(r) for r in await cur.fetchall()]
@@ -198,7 +199,8 @@ class DigestRunStore(Database):
         could not be used: not the run's fault)."""
         await self.execute(
             "UPDATE digest_runs SET last_error = ?, next_attempt = ?, "
-            "attempts = MAX(0, attempts - 1) WHERE id = ? AND status = 'pending'",
+            "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
+            "WHERE id = ? AND status = 'pending'",
             (error, now_iso(next_attempt), run.id),
         )
 
@@ -225,7 +227,8 @@ class DigestRunStore(Database):
             return
         marks = ",".join("?" * len(run_ids))
         await self.execute(
-            f"UPDATE digest_runs SET next_attempt = ?, attempts = MAX(0, attempts - 1) "
+            "UPDATE digest_runs SET next_attempt = ?, "
+            "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
             f"WHERE status = 'pending' AND id IN ({marks})",
             (now_iso(now), *run_ids),
         )
@@ -251,6 +254,6 @@ class DigestRunStore(Database):
             "AND frequency != 'immediate' "
             "UNION ALL SELECT MIN(next_attempt) FROM digest_runs WHERE status = 'pending' "
             # Confirmations and manage links waiting for a retry (personal_mail.py).
-            "UNION ALL SELECT MIN(next_attempt) FROM personal_mail WHERE status = 'pending')"
+            "UNION ALL SELECT MIN(next_attempt) FROM personal_mail WHERE status = 'pending') AS due"
         )
         return from_iso(row[0]) if row and row[0] else None

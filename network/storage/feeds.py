@@ -51,8 +51,8 @@ class FeedStore(Database):
                 await conn.execute(
                     "INSERT INTO feeds (id, config_url, url) VALUES (?, ?, ?) "
                     "ON CONFLICT (id) DO UPDATE SET "
-                    "url = CASE WHEN config_url = excluded.config_url "
-                    "THEN url ELSE excluded.url END, "
+                    "url = CASE WHEN feeds.config_url = excluded.config_url "
+                    "THEN feeds.url ELSE excluded.url END, "
                     "config_url = excluded.config_url",
                     (feed_id, url, url),
                 )

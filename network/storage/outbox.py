@@ -9,11 +9,13 @@ sent only when the item has moved on since.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from network.storage.base import Database, now_iso
+from network.storage.dialect import POSTGRESQL
 from network.storage.records import OutboxRow
 
 
@@ -46,7 +48,22 @@ def _marks(ids: Sequence[object]) -> str:
     return ",".join("?" * len(ids))
 
 
+CLAIM_LOCK = 0x4C494249  # advisory lock key: PostgreSQL instances claim one at a time
+
+# PostgreSQL: a room whose rows another claim holds is left to that claim, so each room's
+# messages go out from one instance at a time, in order.
+_LANE_FREE = (
+    " AND NOT EXISTS (SELECT 1 FROM outbox held WHERE held.target_type = outbox.target_type "
+    "AND held.target = outbox.target AND held.status = 'pending' "
+    "AND held.lease_token IS NOT NULL AND held.next_attempt > ?)"
+)
+
+
 class OutboxStore(Database):
+    def _forget_leases(self, row_ids: Sequence[int]) -> None:
+        for row_id in row_ids:
+            self._lease_tokens.pop(row_id, None)
+
     async def claim_due(
         self,
         now: datetime,
@@ -63,37 +80,59 @@ class OutboxStore(Database):
         is re-sent with the same transaction id, which the homeserver deduplicates.
         """
         stamp = now_iso(now)
+        shared = self.dialect == POSTGRESQL
+        lanes = _LANE_FREE if shared else ""
+        lane_params: tuple[object, ...] = (stamp,) if shared else ()
         if per_target is None:
             sql = (
-                "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt <= ? "
+                f"SELECT * FROM outbox WHERE status = 'pending' AND next_attempt <= ?{lanes} "
                 "ORDER BY id LIMIT ?"
             )
-            params: tuple[object, ...] = (stamp, limit)
+            params: tuple[object, ...] = (stamp, *lane_params, limit)
         else:
             sql = (
                 "SELECT * FROM (SELECT *, ROW_NUMBER() OVER "
                 "(PARTITION BY target_type, target ORDER BY id) AS lane_rank "
-                "FROM outbox WHERE status = 'pending' AND next_attempt <= ?) "
+                f"FROM outbox WHERE status = 'pending' AND next_attempt <= ?{lanes}) AS lanes "
                 "WHERE lane_rank <= ? ORDER BY id LIMIT ?"
             )
-            params = (stamp, per_target, limit)
+            params = (stamp, *lane_params, per_target, limit)
+        token = uuid.uuid4().hex
         async with self.transaction() as conn:
+            if shared:
+                # Claims take turns (the lane check above needs the last claim's leases),
+                # and rows being written by anyone else are skipped, not waited for.
+                await conn.execute("SELECT pg_advisory_xact_lock(?)", (CLAIM_LOCK,))
             async with conn.execute(sql, params) as cur:
                 rows = [OutboxRow.from_row(r) for r in await cur.fetchall()]
+            if rows and shared:
+                async with conn.execute(
+                    f"SELECT id FROM outbox WHERE id IN ({_marks(rows)}) AND status = 'pending'"
+                    f"{self.skip_locked()}",
+                    tuple(r.id for r in rows),
+                ) as cur:
+                    locked = {int(r[0]) for r in await cur.fetchall()}
+                rows = [r for r in rows if r.id in locked]
             if rows:
                 await conn.execute(
-                    f"UPDATE outbox SET next_attempt = ?, attempts = attempts + 1 "
-                    f"WHERE id IN ({_marks(rows)})",
-                    (now_iso(now + lease), *(r.id for r in rows)),
+                    f"UPDATE outbox SET next_attempt = ?, attempts = attempts + 1, "
+                    f"lease_token = ? WHERE id IN ({_marks(rows)})",
+                    (now_iso(now + lease), token, *(r.id for r in rows)),
                 )
+        for r in rows:
+            self._lease_tokens[r.id] = token
         return rows
 
     async def release_leases(self, now: datetime, *, lease: timedelta) -> int:
         """Make rows leased by a process that died due now (call once at start).
 
-        Only one delivery process runs per database, so every lease still running at start
-        is a dead one. A row waiting out a shorter backoff is retried early, harmlessly.
+        On SQLite one delivery process runs per database, so every lease still running at
+        start is a dead one. A row waiting out a shorter backoff is retried early, harmlessly.
+        On PostgreSQL other instances may hold live leases: nothing is released, a dead
+        instance's leases simply run out.
         """
+        if self.dialect == POSTGRESQL:
+            return 0
         return await self.execute(
             "UPDATE outbox SET next_attempt = ? WHERE status = 'pending' "
             "AND next_attempt > ? AND next_attempt <= ?",
@@ -107,15 +146,17 @@ class OutboxStore(Database):
         if not row_ids:
             return
         stamp = now_iso(next_attempt)
+        self._forget_leases(row_ids)
         async with self.transaction() as conn:
             await conn.execute(
-                f"UPDATE outbox SET next_attempt = ? WHERE status = 'pending' "
+                f"UPDATE outbox SET next_attempt = ?, lease_token = NULL WHERE status = 'pending' "
                 f"AND id IN ({_marks(row_ids)})",
                 (stamp, *row_ids),
             )
             if untried:
                 await conn.execute(
-                    f"UPDATE outbox SET attempts = MAX(attempts - 1, 0) WHERE status = 'pending' "
+                    "UPDATE outbox SET attempts = "
+                    "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END WHERE status = 'pending' "
                     f"AND id IN ({_marks(untried)})",
                     tuple(untried),
                 )
@@ -135,12 +176,24 @@ class OutboxStore(Database):
         if not done:
             return
         stamp = now_iso(now)
+        # Fencing: a row this process claimed is marked sent only while its lease is still
+        # this claim's (another instance may have taken it over after the lease ran out).
+        tokens = {d.row_id: self._lease_tokens.get(d.row_id) for d in done}
+        self._forget_leases(list(tokens))
         async with self.transaction() as conn:
             await conn.executemany(
                 "UPDATE outbox SET status = 'sent', event_id = ?, sent_at = ?, last_error = NULL, "
-                "item_version = COALESCE(?, item_version) WHERE id = ?",
+                "item_version = COALESCE(?, item_version), lease_token = NULL WHERE id = ? "
+                "AND (CAST(? AS TEXT) IS NULL OR lease_token = ?)",
                 [
-                    (d.event_id, stamp, None if d.post_row_id else d.shown_version, d.row_id)
+                    (
+                        d.event_id,
+                        stamp,
+                        None if d.post_row_id else d.shown_version,
+                        d.row_id,
+                        tokens[d.row_id],
+                        tokens[d.row_id],
+                    )
                     for d in done
                 ],
             )
@@ -159,7 +212,9 @@ class OutboxStore(Database):
             edits = [(v, p) for v, p in edits if v is not None]
             if edits:
                 await conn.executemany(
-                    "UPDATE outbox SET item_version = MAX(item_version, ?) WHERE id = ?", edits
+                    "UPDATE outbox SET item_version = CASE WHEN item_version > ? THEN item_version "
+                    "ELSE ? END WHERE id = ?",
+                    [(v, v, p) for v, p in edits],
                 )
 
     async def mark_retry(self, row_id: int, *, error: str, next_attempt: datetime) -> None:
@@ -170,8 +225,9 @@ class OutboxStore(Database):
     ) -> None:
         if not row_ids:
             return
+        self._forget_leases(row_ids)
         await self.execute(
-            f"UPDATE outbox SET last_error = ?, next_attempt = ? "
+            f"UPDATE outbox SET last_error = ?, next_attempt = ?, lease_token = NULL "
             f"WHERE status = 'pending' AND id IN ({_marks(row_ids)})",
             (error, now_iso(next_attempt), *row_ids),
         )
@@ -182,6 +238,7 @@ class OutboxStore(Database):
     async def mark_failed_many(self, row_ids: Sequence[int], *, error: str) -> None:
         if not row_ids:
             return
+        self._forget_leases(row_ids)
         await self.execute(
             f"UPDATE outbox SET status = 'failed', last_error = ? "
             f"WHERE status = 'pending' AND id IN ({_marks(row_ids)})",

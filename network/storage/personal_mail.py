@@ -37,7 +37,7 @@ class PersonalMailStore(Database):
                 "SELECT m.kind, m.attempts, r.* FROM personal_mail m "
                 "JOIN subscribe_requests r ON r.id = m.request_id "
                 "WHERE m.status = 'pending' AND m.next_attempt <= ? ORDER BY m.next_attempt "
-                "LIMIT ?",
+                f"LIMIT ?{self.skip_locked('m')}",
                 (now_iso(now), limit),
             ) as cur:
                 rows = await cur.fetchall()

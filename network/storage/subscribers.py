@@ -10,12 +10,11 @@ message itself waits in ``personal_mail`` (personal_mail.py) until it is sent.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from network.storage.base import Database, now_iso
+from network.storage.base import Database, DuplicateKey, now_iso
 from network.storage.subscriber_records import (
     SUB_COLS,
     Claim,
@@ -81,7 +80,8 @@ class SubscriberStore(Database):
             allowed = (int(row[0]) if row else 0) < limit
             cur = await conn.execute(
                 f"INSERT INTO subscribe_requests (address, address_key, channel, {SUB_COLS}, "
-                "source, created_at, expires_at, sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "source, created_at, expires_at, sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "RETURNING id",
                 (
                     address,
                     address_key,
@@ -93,7 +93,8 @@ class SubscriberStore(Database):
                     2 if allowed else 0,  # waiting to be sent (personal_mail.py)
                 ),
             )
-            request_id = int(cur.lastrowid or 0)
+            inserted = await cur.fetchone()
+            request_id = int(inserted[0])
             if allowed:
                 await conn.execute(
                     "INSERT INTO personal_mail (request_id, kind, next_attempt) VALUES (?,?,?)",
@@ -131,7 +132,7 @@ class SubscriberStore(Database):
                     "VALUES (?, 'confirm', ?, ?)",
                     (nonce, now_iso(now), now_iso(token_expires)),
                 )
-            except sqlite3.IntegrityError as e:
+            except DuplicateKey as e:
                 raise TokenAlreadyUsed("this confirmation link was already used") from e
             async with conn.execute(
                 "SELECT * FROM subscribe_requests WHERE id = ?", (request_id,)
@@ -369,7 +370,7 @@ async def _insert_subscriber(
         f"INSERT INTO subscribers (address, address_key, channel, {SUB_COLS}, source, consent, "
         "created_at, confirmed_at, updated_at, queue_cursor, last_period, next_due) "
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
-        "(SELECT COALESCE(MAX(seq), 0) FROM digest_queue),?,?)",
+        "(SELECT COALESCE(MAX(seq), 0) FROM digest_queue),?,?) RETURNING id",
         (
             address,
             address_key,
@@ -384,7 +385,8 @@ async def _insert_subscriber(
             iso_or_none(next_due),
         ),
     )
-    return int(cur.lastrowid or 0)
+    inserted = await cur.fetchone()
+    return int(inserted[0])
 
 
 async def _apply_prefs(

@@ -8,6 +8,7 @@ pages need (a `WebContext`, network/web/context.py) under a typed key; route mod
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -58,6 +59,18 @@ async def health_report(service: WebContext) -> tuple[bool, dict[str, Any]]:
                 "error": r.last_error,
             }
             for r in await service.storage.failed_rows(limit=20)
+        ]
+    if db_ok:
+        # Every libhub instance on this database and which one leads (leadership.py).
+        report["instances"] = [
+            {
+                "id": i.id,
+                "host": i.host,
+                "pid": i.pid,
+                "leader": i.leader,
+                "heartbeat": i.heartbeat_at.isoformat(),
+            }
+            for i in await service.storage.instances(datetime.now(UTC))
         ]
     # Digests wait while the mail relay cannot be used or refuses everyone (digests/send.py).
     report["mail_relay_problem"] = service.digests.relay_problem or None
