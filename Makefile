@@ -2,18 +2,27 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+HASH   := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# What is installed, per extra: the demo needs only `.[demo]` (Synapse and the mail sink);
+# tests, type checks and benchmarks need the whole toolchain in `.[bench]`.
+DEMO_STAMP := $(VENV)/.installed-demo-$(HASH)
+DEV_STAMP  := $(VENV)/.installed-bench-$(HASH)
 
-.PHONY: demo test check lint typecheck unit bench browser clean
+.PHONY: demo test check lint typecheck unit bench browser wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(DEMO_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[demo]'
+	rm -f $(VENV)/.installed-demo-*
+	touch $@
+
+$(DEV_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[bench]'
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	rm -f $(VENV)/.installed-bench-*
+	touch $@
 
 # Chromium comes from Debian (a browser download does not work here); Playwright drives it.
 browser:
@@ -22,22 +31,27 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/libhub demo
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck
 
-test: check browser
+# The wheel, installed on its own outside the source tree, runs the commands a deployment
+# runs (package data such as templates and migrations must ship inside it).
+wheel-check: $(BIN)/python
+	.ci/wheel-check $(BIN)/python
+
+test: check browser wheel-check
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/feeds_poll.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/digest.py
