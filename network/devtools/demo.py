@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 from rich.console import Console
 
+from network.devtools.demofeeds import feed_site
 from network.devtools.devserver import DevHomeserver, DevUser, free_port
 from network.devtools.mailsink import MailSink
 from network.service import Service
@@ -57,8 +58,7 @@ def _port_or_free(port: int) -> int:
 
 
 async def serve_feeds(port: int) -> web.AppRunner:
-    app = web.Application()
-    app.router.add_static("/", FEEDS_DIR, show_index=True)
+    app = await asyncio.to_thread(feed_site, FEEDS_DIR)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
