@@ -271,3 +271,30 @@ def test_admin_token_with_the_demo_config_uses_the_secret_the_demo_made(
     monkeypatch.delenv("LIBHUB_DEMO_SECRET")
     assert main(["admin", "token", "-c", str(other)]) == 2
     assert "LIBHUB_DEMO_SECRET" in capsys.readouterr().err
+
+
+def test_the_demo_needs_nothing_from_the_test_or_benchmark_toolchain() -> None:
+    """`make demo` installs only `.[demo]`: nothing the demo imports may come from `.[test]`
+    or `.[bench]` (checked by refusing those imports in a fresh interpreter)."""
+    import subprocess
+
+    guard = (
+        "import sys\n"
+        "BLOCKED = {'pytest', '_pytest', 'pytest_aiohttp', 'pytest_asyncio', 'pytest_timeout',\n"
+        "           'playwright', 'mypy', 'ruff', 'reader', 'sgmllib'}\n"
+        "class Guard:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] in BLOCKED:\n"
+        "            raise ImportError(f'the demo imports {name}, which .[demo] lacks')\n"
+        "sys.meta_path.insert(0, Guard())\n"
+        "import network.cli.main, network.cli.community, network.cli.digests\n"
+        "import network.devtools.demo, network.devtools.demofeeds, network.devtools.mailsink\n"
+        "import network.service, bots.assistant, feeds.parsepool\n"
+        "from network.devtools.demo import feed_site, FEEDS_DIR\n"
+        "feed_site(FEEDS_DIR)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", guard], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
