@@ -56,6 +56,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/digest.py
 	$(BIN)/python bench/bot_latency.py
+	$(BIN)/python bench/parse.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -34,7 +34,7 @@ PLAIN = (
         ((DATA / ATOM).read_bytes(), "http://intertwingly.net/blog/index.atom"),
         (PLAIN, "https://lib.example.org/feed.xml"),
     ],
-    ids=["rss", "atom", "plain-rss-fast-path"],
+    ids=["rss", "atom", "plain-rss"],
 )
 async def test_worker_parses_exactly_like_the_caller(body: bytes, url: str) -> None:
     headers = {"content-type": "application/rss+xml"}
