@@ -361,6 +361,12 @@ CASE_HOWTO = (
     "Claim it with 👍 on this message or !claim in this thread. Everything you write in the "
     "thread goes to the asker, except !note lines. Send !close when it is done."
 )
+# In the team email: a mail reader cannot react to a Matrix message, so say where to go.
+CASE_EMAIL_HOWTO = (
+    "To claim it, open the case thread in the team room (link above) and react 👍 to the "
+    "bot's message there, or type !claim in the thread. Everything you write in the thread "
+    "goes to the asker, except !note lines. Send !close in the thread when it is done."
+)
 
 
 @dataclass(frozen=True)
@@ -484,13 +490,14 @@ def case_email(
         "A question needs a person from the Need Assistance team.\n\n"
         f"Question: {question}\nAsked by: {name} ({asker}) in {where}\n"
         f"Bot's best guess: {guess}\n\n"
-        f"Answer it in the case thread in the team room: {thread_url}\n{CASE_HOWTO}\n"
+        f"Answer it in the case thread in the team room: {thread_url}\n{CASE_EMAIL_HOWTO}\n"
     )
     body = (
         "<p>A question needs a person from the Need Assistance team.</p>"
         f"<blockquote>{paragraphs_html(question)}</blockquote>"
         f"<p>Asked by {html.escape(name)} ({html.escape(asker)}) in {html.escape(where)}."
         f"<br>Bot's best guess: {html.escape(guess)}</p>"
-        f"<p>{link('Open the case thread', thread_url)}. {html.escape(CASE_HOWTO)}</p>"
+        f"<p>{link('Open the case thread in the team room', thread_url)}.</p>"
+        f"<p>{html.escape(CASE_EMAIL_HOWTO)}</p>"
     )
     return subject, text, body

@@ -2,9 +2,8 @@
 
 Owns the dedupe key of each item, plain-text titles, absolute links, sanitized summaries,
 enclosures and the warnings a reader should see. Byte-level repairs (gzip, BOMs, wrapped feeds,
-mislabelled encodings) live in `feeds.encoding`, date repairs in `feeds.dates`. Well-formed
-plain RSS 2.0 takes a fast path (`feeds.fastparse`) that yields exactly what feedparser would;
-everything else goes through feedparser. Recoverable problems are accepted and described in
+mislabelled encodings) live in `feeds.encoding`, date repairs in `feeds.dates`. Every
+document goes through feedparser. Recoverable problems are accepted and described in
 `ParsedFeed.warnings`; a document that is not a feed raises `NotAFeedError`.
 `parse_feed` is pure and synchronous; `parse_feed_async` runs it in a thread behind a bounded,
 module-wide semaphore so the event loop never parses.
@@ -41,7 +40,6 @@ from feeds.encoding import (
     prepare_bytes,
 )
 from feeds.errors import NotAFeedError, ParseError
-from feeds.fastparse import parse_plain_rss
 from feeds.sanitize import html_to_text, sanitize_html
 from feeds.schedule import KeyEntry, dedupe_keys
 
@@ -255,28 +253,14 @@ def _author(entry: Mapping[str, Any]) -> str | None:
 # ---------------------------------------------------------------- the parser
 
 
-def _fast(data: bytes, fp_headers: Mapping[str, str], url: str) -> dict[str, Any] | None:
-    try:
-        return parse_plain_rss(data, fp_headers)
-    except Exception:
-        # Whatever upset the fast path, feedparser decides: it reads the document or raises
-        # the ParseError a reader sees.
-        log.debug("fast path failed on %s; using feedparser", url, exc_info=True)
-        return None
-
-
 def parse_feed(
     body: bytes,
     *,
     url: str,
     headers: Mapping[str, str] | None = None,
-    fast_path: bool = True,
 ) -> ParsedFeed:
     """Parse one fetched document. Pure and synchronous (CPU-bound: call `parse_feed_async`
-    from the event loop). Raises `NotAFeedError` for HTML pages, JSON and other non-feeds.
-
-    Plain RSS 2.0 is read by `feeds.fastparse` (same result, about 4x less CPU);
-    `fast_path=False` always uses feedparser, for comparing the two."""
+    from the event loop). Raises `NotAFeedError` for HTML pages, JSON and other non-feeds."""
     warnings: list[str] = []
     data, had_bom = prepare_bytes(body, warnings)
     if not data.strip():
@@ -287,14 +271,12 @@ def parse_feed(
         raise NotAFeedError("the document is JSON, not RSS or Atom", url=url)
     base = base_url(url, data)
     fp_headers = feedparser_headers(data, base, headers, had_bom, warnings)
-    parsed: Any = _fast(data, fp_headers, url) if fast_path else None
-    if parsed is None:
-        try:
-            parsed = feedparser.parse(
-                data, response_headers=fp_headers, sanitize_html=False, resolve_relative_uris=True
-            )
-        except Exception as e:  # feedparser has no error root; anything here is a parser bug
-            raise ParseError(f"could not read the feed {url}: {type(e).__name__}: {e}") from e
+    try:
+        parsed: Any = feedparser.parse(
+            data, response_headers=fp_headers, sanitize_html=False, resolve_relative_uris=True
+        )
+    except Exception as e:  # feedparser has no error root; anything here is a parser bug
+        raise ParseError(f"could not read the feed {url}: {type(e).__name__}: {e}") from e
 
     entries = parsed.get("entries") or []
     if not parsed.get("version") and not entries:

@@ -16,6 +16,12 @@ Where worker processes cannot be started at all, parsing falls back to threads.
 Workers are started with forkserver (spawn where there is none), which imports the main
 script in each worker: a script that polls must keep its work under
 `if __name__ == "__main__":` (console scripts and `python -m` already do).
+
+Workers belong to the process that started them: they ignore Ctrl-C (the terminal sends
+SIGINT to every process in the foreground group; the parent shuts the pool down), and they
+exit as soon as that process is gone, even when it was SIGKILLed and had no chance to shut
+the pool down. Then the forkserver and the resource tracker, which live only as long as
+some worker holds their pipes, exit too.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ import atexit
 import logging
 import multiprocessing
 import os
+import select
+import signal
+import sys
 import threading
 import weakref
 from collections.abc import Mapping
@@ -54,8 +63,17 @@ def _parse_in_worker(body: bytes, url: str, headers: dict[str, str] | None) -> P
     return parse.parse_feed(body, url=url, headers=headers)
 
 
+def _init_worker(owner: int) -> None:
+    """Worker initializer: background priority, no Ctrl-C, and exit when ``owner`` is gone."""
+    # The parent handles Ctrl-C and shuts the pool down; a worker interrupted mid-parse would
+    # only print a KeyboardInterrupt traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _lower_priority()
+    _exit_with_owner(owner)
+
+
 def _lower_priority() -> None:
-    """Worker initializer: parsing is background work; the event loop's process comes first.
+    """Parsing is background work; the event loop's process comes first.
 
     The loop is the serial part of a poll cycle (every request, every database write), so on
     a busy machine it should not wait for a core while a worker parses: measured on 2 cores,
@@ -65,6 +83,55 @@ def _lower_priority() -> None:
         os.nice(_WORKER_NICENESS)
     except (AttributeError, OSError):  # no nice() on this platform, or not permitted
         pass
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_OWNER_POLL_SECONDS = 1.0
+
+
+def _exit_with_owner(owner: int) -> None:
+    """End this worker when the process that owns the pool ends, however it ends.
+
+    A SIGKILLed owner cannot shut the pool down, and nothing else would: each worker holds
+    the write end of its own task queue and of the forkserver's liveness pipe, so neither
+    ever sees end-of-file. A watchdog thread waits on a pidfd of the owner (Linux: woken the
+    moment it exits) or polls for it. Under forkserver the worker's parent is the forkserver,
+    which may also die first: PR_SET_PDEATHSIG covers that (not set under spawn, where the
+    parent is a thread of the owner that may end while the owner lives on).
+    """
+    if os.getppid() != owner and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl: the watchdog still covers it
+            pass
+    try:
+        pidfd = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(1)  # the owner died before this worker started
+    except (AttributeError, OSError):  # not Linux, or a kernel without pidfds
+        pidfd = -1
+    threading.Thread(
+        target=_watch_owner, args=(owner, pidfd), name="parsepool-owner-watch", daemon=True
+    ).start()
+
+
+def _watch_owner(owner: int, pidfd: int) -> None:
+    if pidfd >= 0:
+        select.select([pidfd], [], [])  # readable once the owner has exited
+        os._exit(1)
+    while True:
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # the pid was reused by someone else's process
+            os._exit(1)
+        if os.getppid() == 1:  # our parent (the forkserver) is gone
+            os._exit(1)
+        threading.Event().wait(_OWNER_POLL_SECONDS)
 
 
 def _ready() -> None:
@@ -90,7 +157,10 @@ def _start_pool(size: int) -> ProcessPoolExecutor | None:
             context.set_forkserver_preload(["feeds.parse"])
         try:
             pool = ProcessPoolExecutor(
-                max_workers=size, mp_context=context, initializer=_lower_priority
+                max_workers=size,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(os.getpid(),),
             )
             # One task per worker while none is idle: each submit starts a worker.
             for waiting in [pool.submit(_ready) for _ in range(size)]:

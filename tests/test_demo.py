@@ -12,13 +12,16 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Awaitable
 from email import message_from_bytes
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import pytest
 
+from network.devtools.demo import DEMO_ROOMS
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.synapse
@@ -35,6 +38,54 @@ async def _room_bodies(hs: str, token: str, alias: str) -> list[str]:
         async with http.get(url, params={"dir": "b", "limit": "50"}) as r:
             events = (await r.json())["chunk"]
     return [str(e["content"].get("body", "")) for e in events if e["type"] == "m.room.message"]
+
+
+async def _room_id(hs: str, token: str, alias: str) -> str:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(f"{hs}/_matrix/client/v3/directory/room/{quote(alias)}") as r:
+            if r.status != 200:
+                return ""
+            return str((await r.json())["room_id"])
+
+
+async def _state(hs: str, token: str, alias: str) -> list[dict[str, Any]]:
+    room_id = await _room_id(hs, token, alias)
+    if not room_id:
+        return []
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(f"{hs}/_matrix/client/v3/rooms/{quote(room_id)}/state") as r:
+            if r.status != 200:
+                return []
+            events: list[dict[str, Any]] = await r.json()
+            return events
+
+
+async def _space_children(hs: str, token: str, alias: str) -> set[str]:
+    """The space's children, as a member sees them (joining it first, as Element would)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{hs}/_matrix/client/v3/join/{quote(alias)}", json={}) as r:
+            if r.status != 200:  # not made yet
+                return set()
+    return {
+        str(e["state_key"])
+        for e in await _state(hs, token, alias)
+        if e["type"] == "m.space.child" and e["content"].get("via")
+    }
+
+
+async def _members(hs: str, token: str, alias: str) -> set[str]:
+    return {
+        str(e["state_key"])
+        for e in await _state(hs, token, alias)
+        if e["type"] == "m.room.member" and e["content"].get("membership") == "join"
+    }
+
+
+async def _covers(found: Awaitable[set[str]], wanted: set[str]) -> bool:
+    return wanted <= await found
 
 
 async def _login(hs: str, user: str, password: str) -> str:
@@ -97,6 +148,44 @@ async def test_demo_posts_mails_and_stops_cleanly(tmp_path: Path) -> None:
                 page = await r.text()
             assert login.group(1).split("token=", 1)[1] in page  # filled in, one click
             assert "<form" in page
+
+            # The links in the rooms lead to pages the demo serves.
+            bodies = await _room_bodies(hs.group(1), token, "#announcements:localhost")
+            links = re.findall(r"http://127\.0\.0\.1:\d+/news/[\w-]+", "\n".join(bodies))
+            assert links, bodies
+            for url in links:
+                async with http.get(url) as r:
+                    assert r.status == 200, url
+
+            # The printed command gives a new dashboard link without setting anything by hand.
+            again = re.search(r"a new link: (.+)\)", text)
+            assert again, text
+            command = again.group(1).replace("libhub ", f"{sys.executable} -m network.cli ", 1)
+            shell_env = {k: v for k, v in env.items() if k != "LIBHUB_DEMO_SECRET"}
+            made = await asyncio.create_subprocess_shell(
+                command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env=shell_env,
+            )  # fmt: skip
+            out, errors = await made.communicate()
+            assert made.returncode == 0, errors.decode()
+            fresh = re.search(r"(http://\S+token=\S+)", out.decode())
+            assert fresh, out.decode()
+            async with http.get(fresh.group(1)) as r:
+                assert r.status == 200
+
+        # The second team member logs in with what was printed.
+        assert re.search(r"Team member\s+user helper\s+password helper-demo", text), text
+        helper = await _login(hs.group(1), "helper", "helper-demo")
+        assert "@helper:localhost" in await _members(
+            hs.group(1), helper, "#need-assistance:localhost"
+        )
+
+        # The service made the network's space, with every demo room as a child.
+        async def children() -> set[str]:
+            return await _space_children(hs.group(1), token, "#prairie-state:localhost")
+
+        rooms = {await _room_id(hs.group(1), token, f"#{a}:localhost") for a in DEMO_ROOMS}
+        await eventually(lambda: _covers(children(), rooms), within=120, what="the demo's space")
         assert proc.returncode is None, "the demo stopped on its own"
     finally:
         if proc.returncode is None:
@@ -139,7 +228,7 @@ async def test_a_failure_while_starting_stops_what_already_started(
 def test_demo_secrets_file_is_created_owner_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from network.devtools import demo
+    from network.devtools import demosecrets as demo
 
     # Never readable by others, not even between creating it and a later chmod.
     monkeypatch.setattr(Path, "chmod", lambda *_a, **_k: None)
@@ -150,3 +239,64 @@ def test_demo_secrets_file_is_created_owner_only(
         os.umask(old)
     assert (tmp_path / "demo" / "secrets").stat().st_mode & 0o777 == 0o600
     assert demo.demo_secrets(tmp_path / "demo") == (password, secret)  # made once
+
+
+def test_admin_token_with_the_demo_config_uses_the_secret_the_demo_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`libhub admin token -c config/demo.toml` in a second terminal, nothing set by hand."""
+    from network.cli.main import main
+    from network.devtools import demosecrets
+    from network.settings.model import load_settings
+    from network.web.dashboard import login_url
+
+    # A copy of the demo's layout: config/demo.toml, and var/demo/ where its database is.
+    config = tmp_path / "config" / "demo.toml"
+    config.parent.mkdir()
+    config.write_text(demosecrets.DEMO_CONFIG.read_text())
+    monkeypatch.setattr(demosecrets, "DEMO_CONFIG", config)
+    monkeypatch.delenv("LIBHUB_DEMO_SECRET", raising=False)
+    monkeypatch.delenv("LIBHUB_DEMO_BOT_PASSWORD", raising=False)
+    settings = load_settings(config)
+    _, web_secret = demosecrets.demo_secrets(settings.database_path.parent)  # as the demo does
+
+    assert main(["admin", "token", "-c", str(config)]) == 0
+    printed = capsys.readouterr().out
+    link = re.search(r"(http://\S+token=\S+)", printed)
+    assert link, printed
+    assert link.group(1).startswith(login_url(settings, ""))
+    assert os.environ["LIBHUB_DEMO_SECRET"] == web_secret
+
+    # Another config naming the same variable is not the demo's: its secret is not guessed.
+    other = tmp_path / "config" / "mine.toml"
+    other.write_text(config.read_text())
+    monkeypatch.delenv("LIBHUB_DEMO_SECRET")
+    assert main(["admin", "token", "-c", str(other)]) == 2
+    assert "LIBHUB_DEMO_SECRET" in capsys.readouterr().err
+
+
+def test_the_demo_needs_nothing_from_the_test_or_benchmark_toolchain() -> None:
+    """`make demo` installs only `.[demo]`: nothing the demo imports may come from `.[test]`
+    or `.[bench]` (checked by refusing those imports in a fresh interpreter)."""
+    import subprocess
+
+    guard = (
+        "import sys\n"
+        "BLOCKED = {'pytest', '_pytest', 'pytest_aiohttp', 'pytest_asyncio', 'pytest_timeout',\n"
+        "           'playwright', 'mypy', 'ruff', 'reader', 'sgmllib'}\n"
+        "class Guard:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] in BLOCKED:\n"
+        "            raise ImportError(f'the demo imports {name}, which .[demo] lacks')\n"
+        "sys.meta_path.insert(0, Guard())\n"
+        "import network.cli.main, network.cli.community, network.cli.digests\n"
+        "import network.devtools.demo, network.devtools.demofeeds, network.devtools.mailsink\n"
+        "import network.service, bots.assistant, feeds.parsepool\n"
+        "from network.devtools.demo import feed_site, FEEDS_DIR\n"
+        "feed_site(FEEDS_DIR)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", guard], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr

@@ -104,7 +104,11 @@ async def test_case_from_question_to_answer_and_back(
         mails = await eventually(lambda: w.mail.to("need-assistance@example.org") if w.mail else [])
         assert len(mails) == 1 and OUT_OF_SCOPE in mails[0]["Subject"]
         mail_text = mails[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
-        assert f"https://matrix.to/#/{room}/{root_id}" in mail_text
+        assert f"https://matrix.to/#/{room}/{root_id}?via=localhost" in mail_text
+        # An email reader cannot react in Matrix: the mail says where to go to claim it.
+        assert "on this message" not in mail_text
+        assert "open the case thread in the team room" in mail_text
+        assert "!claim" in mail_text and "👍" in mail_text
 
         # The outsider can neither claim, answer, note nor close.
         for text in ("!claim", "Just renew it online, it's easy.", "!note hmm", "!close"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from feeds.errors import NotAFeedError
 from feeds.parse import parse_concurrency, parse_feed
 from feeds.parsepool import parse_feed_in_process, parse_pool_pids, shutdown_parse_pool
+from tests.waiting import eventually
 
 DATA = Path(__file__).parent / "data" / "feeds"
 RSS = "rss2_guardian-us-news_55-items_media-content_dc-date.xml"
@@ -32,7 +34,7 @@ PLAIN = (
         ((DATA / ATOM).read_bytes(), "http://intertwingly.net/blog/index.atom"),
         (PLAIN, "https://lib.example.org/feed.xml"),
     ],
-    ids=["rss", "atom", "plain-rss-fast-path"],
+    ids=["rss", "atom", "plain-rss"],
 )
 async def test_worker_parses_exactly_like_the_caller(body: bytes, url: str) -> None:
     headers = {"content-type": "application/rss+xml"}
@@ -101,3 +103,105 @@ async def test_a_document_that_never_finishes_is_given_up_and_its_worker_killed(
         await parse_feed_in_process(hostile, url=url)
     assert await parse_feed_in_process(PLAIN, url=url) == parse_feed(PLAIN, url=url)
     assert stuck.isdisjoint(parse_pool_pids())  # the old workers are gone
+
+
+# -- the pool belongs to the process that started it ----------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+# Starts the pool, parses one document, says which processes it has, then waits; Ctrl-C
+# shuts the pool down the way the service does.
+OWNER = """
+import os, sys, threading
+from feeds.parsepool import parse_feed_in_process, shutdown_parse_pool
+import asyncio
+asyncio.run(parse_feed_in_process(sys.stdin.buffer.read(), url="https://lib.example.org/f"))
+try:
+    print("ready", flush=True)
+    threading.Event().wait()
+except KeyboardInterrupt:
+    shutdown_parse_pool()
+    print("stopped", flush=True)
+"""
+
+
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, start time) of every process, from /proc."""
+    found: dict[int, tuple[int, str, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        found[int(entry.name)] = (int(fields[1]), fields[0], fields[19])
+    return found
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """pid -> start time of every process below ``root``."""
+    table = _processes()
+    below: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, _state, started) in table.items():
+            if ppid == parent and pid not in below:
+                below[pid] = started
+                frontier.append(pid)
+    return below
+
+
+def _still_running(known: dict[int, str]) -> list[int]:
+    table = _processes()
+    return [
+        pid
+        for pid, started in known.items()
+        if pid in table and table[pid][2] == started and table[pid][1] not in ("Z", "X")
+    ]
+
+
+async def _start_owner() -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", OWNER, cwd=REPO,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(PLAIN)
+    proc.stdin.close()
+    line = await asyncio.wait_for(proc.stdout.readline(), 120)
+    assert line == b"ready\n", line + (await proc.stderr.read() if proc.stderr else b"")
+    return proc
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+async def test_workers_forkserver_and_tracker_exit_when_their_owner_is_killed() -> None:
+    proc = await _start_owner()
+    helpers = _descendants(proc.pid)
+    # Two workers, the forkserver that forks them and the resource tracker.
+    assert len(helpers) >= parse_concurrency() + 1, helpers
+    os.kill(proc.pid, signal.SIGKILL)
+    try:
+        await eventually(
+            lambda: not _still_running(helpers),
+            within=20,
+            every=0.05,
+            what="the parser pool's processes to exit after their owner was killed",
+        )
+    finally:
+        for pid in _still_running(helpers):  # a failed run leaves nothing behind
+            os.kill(pid, signal.SIGKILL)
+        # Only now: the helpers held the owner's stdout and stderr open.
+        await asyncio.wait_for(proc.wait(), 60)
+
+
+async def test_ctrl_c_stops_the_pool_without_tracebacks_from_workers() -> None:
+    proc = await _start_owner()
+    assert proc.stdout is not None and proc.stderr is not None
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the whole foreground group
+    out, errors = await asyncio.wait_for(asyncio.gather(proc.stdout.read(), proc.stderr.read()), 60)
+    assert await proc.wait() == 0
+    assert out == b"stopped\n"
+    assert b"KeyboardInterrupt" not in errors and b"Traceback" not in errors, errors.decode()

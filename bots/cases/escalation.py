@@ -215,7 +215,10 @@ class Escalation(TeamThread, CaseReminders):
             await self._where(rec.asker_room, rec.asker_is_direct),
             rec.question,
             guess,
-            f"https://matrix.to/#/{rec.team_room}/{rec.thread_root}",
+            # via: a room id alone does not tell matrix.to which server to ask (and newer
+            # room ids name none); the bot's homeserver is in the room.
+            f"https://matrix.to/#/{rec.team_room}/{rec.thread_root}"
+            f"?via={self.settings.matrix.user_id.partition(':')[2]}",
         )
         return build_message(
             sender=e.from_,

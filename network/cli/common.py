@@ -37,7 +37,17 @@ def add(
 
 
 def config(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    settings = load_settings(args.config)
+    # With config/demo.toml, the secrets `libhub demo` made are used (a value set wins).
+    from network.devtools.demosecrets import use_demo_secrets
+
+    use_demo_secrets(
+        args.config,
+        settings.database_path,
+        password_env=settings.matrix.password_env,
+        secret_env=settings.web.secret_env,
+    )
+    return settings
 
 
 def setup_logging(verbose: bool = False) -> None:

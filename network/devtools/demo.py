@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
+import shlex
 import signal
 import socket
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 from rich.console import Console
 
+from network.devtools.demofeeds import feed_site
+from network.devtools.demosecrets import DEMO_CONFIG, demo_secrets
 from network.devtools.devserver import DevHomeserver, DevUser, free_port
 from network.devtools.mailsink import MailSink
 from network.service import Service
@@ -30,9 +33,12 @@ from network.subscriptions.topics import next_due, parse_address
 from network.web.dashboard import issue_login_token, login_url
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "config" / "demo.toml"
+CONFIG = DEMO_CONFIG
 FEEDS_DIR = REPO / "config" / "demo-feeds"
 LIBRARIAN = ("librarian", "librarian-demo")
+# A second Need Assistance team member, so a case can be claimed by someone other than the
+# librarian who asked the bot.
+TEAM_MEMBER = ("helper", "helper-demo")
 # A subscriber who reads only email: each new item reaches the mail sink as a notice.
 READER = "reader@libhub.localhost"
 DEMO_ROOMS = {
@@ -57,8 +63,7 @@ def _port_or_free(port: int) -> int:
 
 
 async def serve_feeds(port: int) -> web.AppRunner:
-    app = web.Application()
-    app.router.add_static("/", FEEDS_DIR, show_index=True)
+    app = await asyncio.to_thread(feed_site, FEEDS_DIR)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -66,7 +71,11 @@ async def serve_feeds(port: int) -> web.AppRunner:
 
 
 async def create_rooms(server: DevHomeserver, librarian: DevUser, bot_id: str) -> None:
-    """The librarian owns the demo rooms (public, so the bot joins by alias)."""
+    """The librarian owns the demo rooms (public, so the bot joins by alias).
+
+    The bot gets the same power level: it links the rooms to the network's space
+    (``[community]`` in config/demo.toml), which takes a state event in each room.
+    """
     headers = {"Authorization": f"Bearer {librarian.access_token}"}
     async with aiohttp.ClientSession(headers=headers) as http:
         for alias, name in DEMO_ROOMS.items():
@@ -81,6 +90,9 @@ async def create_rooms(server: DevHomeserver, librarian: DevUser, bot_id: str) -
                 "name": name,
                 "preset": "public_chat",
                 "invite": [bot_id],
+                # Only the bot: a room's creator already has the top level (room
+                # version 12 refuses to list the creator here at all).
+                "power_level_content_override": {"users": {bot_id: 100}},
             }
             async with http.post(f"{server.url}/_matrix/client/v3/createRoom", json=body) as resp:
                 resp.raise_for_status()
@@ -108,6 +120,15 @@ def demo_settings(
     )
 
 
+async def join_team_room(server: DevHomeserver, member: DevUser) -> None:
+    """The second team member sits in the Need Assistance room (public: joined by alias)."""
+    alias = quote(f"#need-assistance:{server.server_name}", safe="")
+    headers = {"Authorization": f"Bearer {member.access_token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{server.url}/_matrix/client/v3/join/{alias}", json={}) as resp:
+            resp.raise_for_status()
+
+
 async def add_reader(service: Service) -> None:
     """The demo's email-only subscriber (already there after the first run)."""
     address = parse_address(READER, schemes=None)
@@ -124,17 +145,20 @@ async def add_reader(service: Service) -> None:
     )
 
 
-def demo_secrets(data_dir: Path) -> tuple[str, str]:
-    """The bot's password and the link-signing secret, made once per data dir."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret_file = data_dir / "secrets"
-    if not secret_file.exists():
-        # Created owner-only: a write-then-chmod would leave it readable for a moment.
-        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f"{secrets.token_urlsafe(16)}\n{secrets.token_urlsafe(32)}\n")
-    bot_password, web_secret = secret_file.read_text(encoding="utf-8").split()
-    return bot_password, web_secret
+def admin_token_command(data_dir: Path) -> str:
+    """The command that prints a new dashboard link while the demo runs.
+
+    With the default data dir it is the plain command (the CLI finds the demo's secrets
+    beside the database config/demo.toml names); otherwise it reads the secret from this
+    data dir's file, without showing it on screen.
+    """
+    config = os.path.relpath(CONFIG) if Path.cwd() in CONFIG.parents else str(CONFIG)
+    plain = f"libhub admin token -c {shlex.quote(config)}"
+    settings = load_settings(CONFIG)
+    if data_dir.resolve() == settings.database_path.parent.resolve():
+        return plain
+    secret_file = shlex.quote(str(data_dir.resolve() / "secrets"))
+    return f"{settings.web.secret_env}=$(sed -n 2p {secret_file}) {plain}"
 
 
 async def run_demo(data_dir: Path) -> int:
@@ -159,20 +183,27 @@ async def run_demo(data_dir: Path) -> int:
         bot = await server.register("libhub", bot_password)
         librarian = await server.register(*LIBRARIAN, admin=True, displayname="Demo Librarian")
         await server.lift_ratelimit(bot.user_id, librarian.access_token)
+        helper = await server.register(*TEAM_MEMBER, displayname="Demo Team Member")
         await create_rooms(server, librarian, bot.user_id)
+        await join_team_room(server, helper)
         settings = demo_settings(data_dir, server.url, smtp_port, feeds_port, web_port)
         service = await Service.create(settings)
         await add_reader(service)
         login = login_url(settings, issue_login_token(settings, "demo", now=datetime.now(UTC)))
+        again = admin_token_command(data_dir)
         console.print(
             f"""
 [bold]libhub demo is running[/bold]  (Ctrl-C stops everything)
 
   Homeserver   {server.url}   (log in with any Matrix client, e.g. Element, "custom server")
   Librarian    user [bold]{LIBRARIAN[0]}[/bold]  password [bold]{LIBRARIAN[1]}[/bold]
+  Team member  user [bold]{TEAM_MEMBER[0]}[/bold]  password [bold]{TEAM_MEMBER[1]}[/bold]
+               (Need Assistance team: claims the questions the bot passes on)
+  Space        {settings.community.space}  (the demo rooms below are in it)
   Rooms        {", ".join(f"#{a}:{server.server_name}" for a in DEMO_ROOMS)}
   Web          {settings.web.public_url}/subscribe   (and /healthz, /metrics)
   Dashboard    {login}
+               (works once; a new link: {again})
   Feeds        http://127.0.0.1:{feeds_port}/
   Mail sink    {sink.url}  (messages saved in {data_dir / "mail"})
   Subscriber   {READER} gets new items by email as they arrive

@@ -4,13 +4,15 @@ aiosmtpd in its own thread; each message is stored as an ``.eml`` file in a fold
 (when one is given) and kept in memory, so a person can open the demo's mail and a test
 can parse it with the ``email`` package. Given a ``login``, it behaves like a relay that
 only takes mail from an authenticated client (AUTH over plain SMTP, as on loopback).
+Files are numbered on from the highest number already in the folder, so mail kept from
+an earlier run is never overwritten.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
-import itertools
+import re
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -88,7 +90,7 @@ class MailSink:
         # address -> SMTP reply, for tests of bounces ("550 No such user")
         self.reject: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._seq = itertools.count(1)
+        self._last = 0  # the highest file number in use; found in the folder at start()
         if port == 0:
             from network.devtools.devserver import free_port
 
@@ -110,6 +112,7 @@ class MailSink:
     def start(self) -> None:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
+            self._last = _highest_number(self.folder)
         self._controller.start()
 
     def stop(self) -> None:
@@ -122,9 +125,19 @@ class MailSink:
     def _store(self, received: Received, raw: bytes) -> None:
         with self._lock:
             self.received.append(received)
-            n = next(self._seq)
-        if self.folder is not None:
-            (self.folder / f"{n:05d}.eml").write_bytes(raw)
+            if self.folder is not None:
+                self._write_new(self.folder, raw)
+
+    def _write_new(self, folder: Path, raw: bytes) -> None:
+        while True:
+            self._last += 1
+            try:
+                # "x": a file that appeared meanwhile (another sink, a copy) is never replaced.
+                with (folder / f"{self._last:05d}.eml").open("xb") as f:
+                    f.write(raw)
+                return
+            except FileExistsError:
+                continue
 
     def to(self, address: str) -> list[EmailMessage]:
         with self._lock:
@@ -134,3 +147,11 @@ class MailSink:
         with self._lock:
             self.received.clear()
             self.connections = 0
+
+
+_NUMBERED = re.compile(r"^(\d+)\.eml$")
+
+
+def _highest_number(folder: Path) -> int:
+    numbers = (_NUMBERED.match(p.name) for p in folder.iterdir())
+    return max((int(m.group(1)) for m in numbers if m), default=0)
