@@ -116,3 +116,7 @@ class JsClient:
 
     async def device_status(self, user_id: str, device_id: str) -> dict[str, Any]:
         return await self.call("device_status", user_id=user_id, device_id=device_id)
+
+    async def key_forwarding(self, enabled: bool) -> None:
+        """Whether this device answers the bot's key requests."""
+        await self.call("key_forwarding", enabled=enabled)

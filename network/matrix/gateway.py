@@ -118,6 +118,7 @@ class MatrixGateway:
         self.crypto = RoomCrypto(
             self.client,
             self._request,
+            storage,
             store_dir=crypto_store or Path(),
             share_with=settings.share_keys_with,
         )
@@ -469,7 +470,8 @@ class MatrixGateway:
         for room_id, ev in self.crypto.decrypted():
             if on_event is not None:
                 await _guard(on_event(room_id, ev), room_id, getattr(ev, "event_id", "?"))
-        for room_id, megolm in self.crypto.overdue():
+            await self.crypto.handled(ev.event_id)
+        for room_id, megolm in await self.crypto.overdue():
             # The key did not come: the hooks see the encrypted event once (the bot tells
             # the sender); it stays parked in case the key still arrives.
             if on_event is not None:

@@ -16,6 +16,7 @@ from network.storage.outbox import OutboxStore
 from network.storage.records import FeedState, Item, ItemInput, OutboxRow, StoreResult, Target
 from network.storage.state import StateStore
 from network.storage.subscribers import SubscriberStore
+from network.storage.undecrypted import UndecryptedEvent, UndecryptedStore
 
 
 class Storage(
@@ -27,6 +28,7 @@ class Storage(
     CaseStore,
     SubscriberStore,
     DigestRunStore,
+    UndecryptedStore,
 ):
     """The database of one libhub instance. Open with ``await Storage.open(path)``."""
 
@@ -41,6 +43,7 @@ __all__ = [
     "Storage",
     "StoreResult",
     "Target",
+    "UndecryptedEvent",
     "from_iso",
     "now_iso",
 ]

@@ -159,9 +159,16 @@ async function deviceStatus({ user_id, device_id }) {
   };
 }
 
+// Whether this device answers other devices' m.room_key_request with the key (the Rust
+// crypto does for devices it shared the session with): off, a key withheld stays withheld.
+async function keyForwarding({ enabled }) {
+  client.getCrypto().olmMachine.roomKeyForwardingEnabled = Boolean(enabled);
+  return {};
+}
+
 const commands = {
   login, create_room: createRoom, join, send, messages, wait_message: waitMessage,
-  device_status: deviceStatus,
+  device_status: deviceStatus, key_forwarding: keyForwarding,
 };
 
 const rl = readline.createInterface({ input: process.stdin });
