@@ -120,3 +120,9 @@ class JsClient:
     async def key_forwarding(self, enabled: bool) -> None:
         """Whether this device answers the bot's key requests."""
         await self.call("key_forwarding", enabled=enabled)
+
+    async def decrypt(self, room: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Raw events (as /messages returns them) decrypted by this client, in order."""
+        answer = await self.call("decrypt_events", room=room, events=events)
+        decrypted: list[dict[str, Any]] = answer["events"]
+        return decrypted
