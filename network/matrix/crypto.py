@@ -10,7 +10,8 @@ message in plain text: when the bot cannot encrypt, the send raises
 
 Trust policy (``matrix.share_keys_with``): room keys go to the members' devices that their
 owners cross-signed, what Element's "exclude insecure devices" mode does; with ``"all"``
-unsigned devices get them too. Devices with a bad signature never do. A member who leaves
+unsigned devices get them too. Devices with a bad signature (one claimed by the owner's
+self-signing key that does not verify) never do. A member who leaves
 or a device list that changes makes nio start a new session for the room (rotation).
 """
 
@@ -28,10 +29,11 @@ from urllib.parse import quote
 
 import aiohttp
 import nio
+from nio.crypto import OlmDevice
 from nio.rooms import MatrixRoom
 
 from network.errors import MatrixEncryptionUnavailable, MatrixError, MatrixUnavailable
-from network.matrix.keys import device_cross_signed
+from network.matrix.keys import device_trust
 from network.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,7 @@ class RoomCrypto:
         device list queries and one-time key claims."""
         if not self.ready:
             return
+        self._refuse_key_requests()
         try:
             async with self._keys_lock:
                 if self.client.outgoing_to_device_messages:
@@ -165,6 +168,30 @@ class RoomCrypto:
                     await self.client.keys_claim(self.client.get_users_for_key_claiming())
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise MatrixUnavailable(f"key exchange: cannot reach the homeserver ({e})") from e
+
+    def saw_to_device(self, events: list[Any]) -> None:
+        """Log the room key requests of other accounts: nio never answers them (keys are
+        forwarded only to the bot's own verified devices), and nobody should wonder why."""
+        for ev in events:
+            if isinstance(ev, nio.RoomKeyRequest) and ev.sender != self.client.user_id:
+                log.warning(
+                    "refused a room key request from %s's device %s for %s: keys are "
+                    "forwarded only to the bot's own verified devices",
+                    ev.sender, ev.requesting_device_id, ev.room_id,
+                )  # fmt: skip
+
+    def _refuse_key_requests(self) -> None:
+        """Room key requests of the bot's own devices that nio would not answer (not
+        verified) are refused and forgotten, so they cannot pile up in memory."""
+        olm = self.client.olm
+        assert olm is not None
+        for request in olm.key_request_from_untrusted.values():
+            log.warning(
+                "refused a room key request from %s's device %s for %s: that device of the "
+                "bot's account is not verified",
+                request.sender, request.requesting_device_id, request.room_id,
+            )  # fmt: skip
+        olm.key_request_from_untrusted.clear()
 
     # -- is a room encrypted --------------------------------------------------------------
 
@@ -273,33 +300,50 @@ class RoomCrypto:
         for user_id in users:
             for device in olm.device_store.active_user_devices(user_id):
                 published = (devices.get(user_id) or {}).get(device.id)
-                signed = (
-                    isinstance(published, dict)
-                    and (published.get("keys") or {}).get(f"ed25519:{device.id}") == device.ed25519
-                    and device_cross_signed(
-                        user_id, published, masters.get(user_id), ssks.get(user_id)
-                    )
-                )
-                if signed:
-                    if olm.is_device_blacklisted(device):
-                        olm.unblacklist_device(device)
-                    if not olm.is_device_verified(device):
-                        olm.verify_device(device)
-                elif self.share_with == "all":
-                    if olm.is_device_blacklisted(device):
-                        olm.unblacklist_device(device)
-                    if not olm.is_device_ignored(device):
-                        olm.ignore_device(device)
+                master, ssk = masters.get(user_id), ssks.get(user_id)
+                if not isinstance(published, dict):
+                    trust = "unsigned"  # gone from the homeserver since nio saw it
+                elif (published.get("keys") or {}).get(f"ed25519:{device.id}") != device.ed25519:
+                    trust = "bad-signature"  # not the keys the homeserver publishes for it
                 else:
-                    if olm.is_device_verified(device):
-                        olm.unverify_device(device)
-                    if not olm.is_device_blacklisted(device):
-                        log.info(
-                            "not sharing room keys with %s's device %s: its owner has not "
-                            "cross-signed it (matrix.share_keys_with = %r)",
-                            user_id, device.id, self.share_with,
-                        )  # fmt: skip
-                        olm.blacklist_device(device)
+                    trust = device_trust(user_id, published, master, ssk)
+                self._trust(user_id, device, trust)
+
+    def _trust(self, user_id: str, device: OlmDevice, trust: str) -> None:
+        olm = self.client.olm
+        assert olm is not None
+        if trust == "cross-signed":
+            if olm.is_device_blacklisted(device):
+                olm.unblacklist_device(device)
+            if not olm.is_device_verified(device):
+                olm.verify_device(device)
+            return
+        if trust == "unsigned" and self.share_with == "all":
+            if olm.is_device_blacklisted(device):
+                olm.unblacklist_device(device)
+            if not olm.is_device_ignored(device):
+                olm.ignore_device(device)
+            return
+        if olm.is_device_verified(device):
+            olm.unverify_device(device)
+        if olm.is_device_ignored(device):
+            olm.unignore_device(device)
+        if olm.is_device_blacklisted(device):
+            return
+        if trust == "bad-signature":
+            log.warning(
+                "not sharing room keys with %s's device %s: its cross-signing signature does "
+                "not verify (a forged or broken device); it gets no keys whatever "
+                "matrix.share_keys_with says",
+                user_id, device.id,
+            )  # fmt: skip
+        else:
+            log.info(
+                "not sharing room keys with %s's device %s: its owner has not cross-signed "
+                "it (matrix.share_keys_with = %r)",
+                user_id, device.id, self.share_with,
+            )  # fmt: skip
+        olm.blacklist_device(device)
 
     # -- events whose key has not arrived ---------------------------------------------------------
 

@@ -441,6 +441,7 @@ class MatrixGateway:
                 None,
                 "sync",
             )
+        self.crypto.saw_to_device(resp.to_device_events)
         if since is not None:
             # A handler that fails must not stop the sync loop or replay the batch
             # forever: it is logged with its room and event, and the batch moves on.
