@@ -6,13 +6,15 @@ an SQLite store per device, in a directory only the owner can read. The gateway 
 this module two things: is a room encrypted (``m.room.encryption`` in its state; once
 encrypted, always), and for the encrypted content of a message. Nothing here ever sends a
 message in plain text: when the bot cannot encrypt, the send raises
-`MatrixEncryptionUnavailable` and the message waits in the outbox.
+`MatrixEncryptionUnavailable` and the message waits in the outbox. Events that do not
+decrypt yet are kept in the database (``undecrypted_events``) until their key comes.
 
 Trust policy (``matrix.share_keys_with``): room keys go to the members' devices that their
 owners cross-signed, what Element's "exclude insecure devices" mode does; with ``"all"``
 unsigned devices get them too. Devices with a bad signature (one claimed by the owner's
-self-signing key that does not verify) never do. A member who leaves
-or a device list that changes makes nio start a new session for the room (rotation).
+self-signing key that does not verify) never do. A member who leaves or a device list
+that changes makes nio start a new session for the room (rotation). Room key requests
+are answered by nio only for the bot's own verified devices; the rest are logged.
 """
 
 from __future__ import annotations
