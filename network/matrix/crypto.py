@@ -366,6 +366,8 @@ class RoomCrypto:
             self._parked[row.event_id] = Parked(row.room_id, event, row.parked_at, row.told)
         if self._parked:
             log.info("%d encrypted events are still waiting for their key", len(self._parked))
+        for parked in list(self._parked.values()):
+            await self._ask_for_key(parked.event)  # again: the last ask may never have left
 
     async def park(self, room_id: str, event: nio.MegolmEvent) -> None:
         """Keep an event that did not decrypt (in the database, so a restart keeps it too)
