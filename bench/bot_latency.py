@@ -19,6 +19,11 @@ long-polling ``/sync``.
 Phases alternate (echo, bot, bot, echo with ``--rounds 2``) so a change in the machine's
 load during the run hits both alike. Prints p50/p95 for both and the ratio of the p95s
 (target: at most 2).
+
+With ``--encrypted`` every direct chat is end-to-end encrypted, and everyone has real
+crypto: the askers and the echo are libhub's own Matrix gateway (network/matrix: nio with
+vodozemac, a crypto store, a cross-signed device), so the echo pays for decrypting and
+encrypting as the bot does, and the askers' clocks stop once the reply is decrypted.
 """
 
 from __future__ import annotations
@@ -37,11 +42,15 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import nio
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from network.devtools.devserver import DevHomeserver, DevUser, free_port  # noqa: E402
+from network.matrix.gateway import MatrixGateway  # noqa: E402
+from network.settings.model import MatrixSettings  # noqa: E402
+from network.storage import Storage  # noqa: E402
 
 QUESTIONS = [
     "how do we keep Wi-Fi on after closing?",
@@ -150,13 +159,83 @@ class Client:
         await self.http.close()
 
 
-async def phase(askers: list[Client], peer: str, questions: int) -> list[float]:
+class EncryptedClient:
+    """An asker with real crypto: libhub's gateway (own store, cross-signed device) syncing
+    in the background; a reply counts once it is decrypted."""
+
+    def __init__(self, gateway: MatrixGateway, storage: Storage) -> None:
+        self.gateway = gateway
+        self.storage = storage
+        self.replies: dict[str, asyncio.Future[float]] = {}
+        self.peer = ""
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, homeserver: str, user: DevUser, data: Path) -> EncryptedClient:
+        gateway = await open_gateway(homeserver, user, data)
+        client = cls(gateway, gateway.storage)
+        client._task = asyncio.create_task(
+            gateway.sync_forever(on_event=client._on_event, stop=client._stop)
+        )
+        while gateway.last_sync_ok is None:  # noqa: ASYNC110 (a start-up wait, not timed)
+            await asyncio.sleep(0.05)
+        return client
+
+    def _future(self, event_id: str) -> asyncio.Future[float]:
+        if event_id not in self.replies:
+            self.replies[event_id] = asyncio.get_running_loop().create_future()
+        return self.replies[event_id]
+
+    async def _on_event(self, room_id: str, ev: nio.Event) -> None:
+        now = time.perf_counter()
+        if not isinstance(ev, nio.RoomMessage) or ev.sender != self.peer:
+            return
+        rel = ev.source.get("content", {}).get("m.relates_to") or {}
+        question = (rel.get("m.in_reply_to") or {}).get("event_id")
+        if question and not self._future(question).done():
+            self._future(question).set_result(now)
+
+    async def start_listening(self, peer: str) -> None:
+        self.peer = peer
+
+    async def stop_listening(self) -> None:
+        self.replies.clear()
+
+    async def say(self, room: str, text: str) -> str:
+        content = {"msgtype": "m.text", "body": text}
+        sent = await self.gateway.send(room, content, txn_id=uuid.uuid4().hex)
+        return sent.event_id
+
+    async def direct_chat(self, peer: str) -> str:
+        room = await self.gateway.create_room(name="", invite=[peer], is_direct=True)
+        for _ in range(600):
+            members = await self.gateway._request(
+                "GET", f"/_matrix/client/v3/rooms/{quote(room)}/joined_members", what="members"
+            )
+            if peer in members.get("joined", {}):
+                return room
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"{peer} did not join {room}")
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        await self.gateway.close()
+        await self.storage.close()
+
+
+Asker = Client | EncryptedClient
+
+
+async def phase(askers: list[Asker], peer: str, questions: int) -> list[float]:
     """Every asker asks ``questions`` questions at once; latencies in seconds."""
     rooms = await asyncio.gather(*(a.direct_chat(peer) for a in askers))
     await asyncio.sleep(1.0)  # let the peer settle (greetings, room lookups)
     await asyncio.gather(*(a.start_listening(peer) for a in askers))
 
-    async def one(asker: Client, room: str) -> list[float]:
+    async def one(asker: Asker, room: str) -> list[float]:
         out = []
         for i in range(questions):
             start = time.perf_counter()
@@ -205,6 +284,46 @@ async def echo_main(homeserver: str, user_id: str, token: str) -> None:
         await asyncio.gather(*joins, *sends)
 
 
+async def open_gateway(homeserver: str, user: DevUser, data: Path) -> MatrixGateway:
+    """libhub's gateway for one account, with its own database and crypto store."""
+    storage = await Storage.open(data / "client.db")
+    settings = MatrixSettings(homeserver=homeserver, user_id=user.user_id, password_env="")
+    gateway = MatrixGateway(
+        settings, storage, password=user.password, access_token=None, crypto_store=data / "crypto"
+    )
+    await gateway.login()
+    return gateway
+
+
+async def encrypted_echo_main(homeserver: str, user_id: str, password: str, data: str) -> None:
+    """The echo with real crypto: libhub's gateway, and nothing else."""
+    gateway = await open_gateway(homeserver, DevUser(user_id, password, "", ""), Path(data))
+    replies: set[asyncio.Task[Any]] = set()
+
+    async def reply(room: str, ev: nio.RoomMessageText) -> None:
+        content = {
+            "msgtype": "m.notice",
+            "body": ev.body,
+            "m.relates_to": {"m.in_reply_to": {"event_id": ev.event_id}},
+        }
+        await gateway.send(room, content, txn_id=uuid.uuid4().hex)
+
+    async def on_event(room_id: str, ev: nio.Event) -> None:
+        if isinstance(ev, nio.RoomMessageText) and ev.sender != user_id:
+            task = asyncio.create_task(reply(room_id, ev))  # a batch's replies at once
+            replies.add(task)
+            task.add_done_callback(replies.discard)
+
+    async def on_invite(room_id: str, _ev: nio.InviteEvent) -> None:
+        await gateway.join(room_id)
+
+    loop = asyncio.create_task(gateway.sync_forever(on_event=on_event, on_invite=on_invite))
+    while gateway.last_sync_ok is None:  # noqa: ASYNC110 (start-up, not measured)
+        await asyncio.sleep(0.05)
+    print("ready", flush=True)
+    await loop
+
+
 # -- orchestration --------------------------------------------------------------------------
 
 
@@ -236,20 +355,27 @@ def report(name: str, values: list[float]) -> tuple[float, float]:
     return p50, p95
 
 
-async def main(n_askers: int, n_questions: int, rounds: int) -> None:
+async def main(n_askers: int, n_questions: int, rounds: int, encrypted: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="libhub-bot-bench-") as tmp_name:
         tmp = Path(tmp_name)
         server = DevHomeserver(tmp / "synapse")
         await server.start()
         procs: list[asyncio.subprocess.Process] = []
-        askers: list[Client] = []
+        askers: list[Asker] = []
         try:
             bot = await server.register("bot", "bot-password")
             echo = await server.register("echo", "echo-password")
             users = await asyncio.gather(
                 *(server.register(f"asker{i}", "asker-password") for i in range(n_askers))
             )
-            askers = [Client(server.url, u) for u in users]
+            if encrypted:
+                askers = list(
+                    await asyncio.gather(
+                        *(EncryptedClient.open(server.url, u, tmp / u.user_id) for u in users)
+                    )
+                )
+            else:
+                askers = [Client(server.url, u) for u in users]
             port = free_port()
             config = tmp / "libhub.toml"
             config.write_text(
@@ -278,24 +404,23 @@ async def main(n_askers: int, n_questions: int, rounds: int) -> None:
                         stderr=log,
                     )
                 )
+            if encrypted:
+                echo_args = ["--encrypted-echo", server.url, echo.user_id, echo.password]
+                echo_args.append(str(tmp / "echo"))
+            else:
+                echo_args = ["--echo", server.url, echo.user_id, echo.access_token]
             echo_proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                __file__,
-                "--echo",
-                server.url,
-                echo.user_id,
-                echo.access_token,
-                stdout=asyncio.subprocess.PIPE,
-                cwd=ROOT,
+                sys.executable, __file__, *echo_args, stdout=asyncio.subprocess.PIPE, cwd=ROOT
             )
             procs.append(echo_proc)
             assert echo_proc.stdout is not None
             await asyncio.wait_for(echo_proc.stdout.readline(), 60)
             await wait_healthy(f"http://127.0.0.1:{port}/healthz", procs[0])
 
+            kind = "encrypted" if encrypted else "plain"
             print(
-                f"{n_askers} askers x {n_questions} questions, one local Synapse, "
-                f"{rounds} round(s) of each"
+                f"{n_askers} askers x {n_questions} questions in {kind} direct chats, one local "
+                f"Synapse, {rounds} round(s) of each"
             )
             lat: dict[str, list[float]] = {"echo": [], "bot": []}
             peers = {"echo": echo.user_id, "bot": bot.user_id}
@@ -325,10 +450,16 @@ if __name__ == "__main__":
     parser.add_argument("--questions", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2, help="phases of each, alternating")
     parser.add_argument(
+        "--encrypted", action="store_true", help="encrypted direct chats, echo encrypted too"
+    )
+    parser.add_argument(
         "--echo", nargs=3, metavar=("HOMESERVER", "USER", "TOKEN"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--encrypted-echo", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo:
         asyncio.run(echo_main(*args.echo))
+    elif args.encrypted_echo:
+        asyncio.run(encrypted_echo_main(*args.encrypted_echo))
     else:
-        asyncio.run(main(args.askers, args.questions, args.rounds))
+        asyncio.run(main(args.askers, args.questions, args.rounds, args.encrypted))

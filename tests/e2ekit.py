@@ -116,3 +116,13 @@ class JsClient:
 
     async def device_status(self, user_id: str, device_id: str) -> dict[str, Any]:
         return await self.call("device_status", user_id=user_id, device_id=device_id)
+
+    async def key_forwarding(self, enabled: bool) -> None:
+        """Whether this device answers the bot's key requests."""
+        await self.call("key_forwarding", enabled=enabled)
+
+    async def decrypt(self, room: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Raw events (as /messages returns them) decrypted by this client, in order."""
+        answer = await self.call("decrypt_events", room=room, events=events)
+        decrypted: list[dict[str, Any]] = answer["events"]
+        return decrypted

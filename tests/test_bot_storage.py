@@ -127,13 +127,11 @@ async def test_inbox_feedback_and_rooms(storage: Storage) -> None:
 
     await storage.set_bot_room_joined("!r:x", 1000)
     await storage.set_bot_room_joined("!r:x", 5000)  # rejoining keeps the first join
-    await storage.set_room_flag("!r:x", "encryption_warned")
     room = await storage.bot_room("!r:x")
-    assert room is not None and (room.joined_ts, room.encryption_warned, room.greeted) == (
-        1000,
-        True,
-        False,
-    )
+    assert room is not None and (room.joined_ts, room.greeted) == (1000, False)
+    await storage.set_room_flag("!r:x", "greeted")
+    room = await storage.bot_room("!r:x")
+    assert room is not None and (room.joined_ts, room.greeted) == (1000, True)
 
 
 async def _libhub(*args: str) -> tuple[int, str, str]:

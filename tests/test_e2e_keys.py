@@ -23,6 +23,7 @@ from network.matrix.keys import (
     decode_recovery_key,
     decrypt_secret,
     device_cross_signed,
+    device_trust,
     encode_recovery_key,
     encrypt_secret,
     key_description,
@@ -67,6 +68,27 @@ def test_a_device_counts_as_cross_signed_only_through_the_whole_chain() -> None:
     )
     assert not device_cross_signed(USER, good, master_obj, forged_ssk)  # bad signature
     assert not device_cross_signed("@eve:example.org", good, master_obj, ssk_obj)
+
+
+def test_trust_tells_an_unsigned_device_from_one_with_a_forged_signature() -> None:
+    master, ssk, stranger = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    master_obj = cross_signing_key(USER, "master", master)
+    ssk_obj = sign_json(
+        cross_signing_key(USER, "self_signing", ssk), USER, f"ed25519:{master.public}", master
+    )
+    device = {"user_id": USER, "device_id": "D", "keys": {"ed25519:D": "k"}}
+    good = sign_json(device, USER, f"ed25519:{ssk.public}", ssk)
+    assert device_trust(USER, good, master_obj, ssk_obj) == "cross-signed"
+    assert device_trust(USER, device, master_obj, ssk_obj) == "unsigned"
+    assert device_trust(USER, device, None, None) == "unsigned"  # no identity at all
+    # A signature under her self-signing key's id, made by another key.
+    forged = sign_json(device, USER, f"ed25519:{ssk.public}", stranger)
+    assert device_trust(USER, forged, master_obj, ssk_obj) == "bad-signature"
+    # Signed by the self-signing key, but that key is not signed by her master key.
+    fake_ssk = sign_json(
+        cross_signing_key(USER, "self_signing", ssk), USER, f"ed25519:{master.public}", stranger
+    )
+    assert device_trust(USER, good, master_obj, fake_ssk) == "bad-signature"
 
 
 def test_recovery_key_round_trips_and_catches_a_typo() -> None:

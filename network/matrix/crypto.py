@@ -6,12 +6,15 @@ an SQLite store per device, in a directory only the owner can read. The gateway 
 this module two things: is a room encrypted (``m.room.encryption`` in its state; once
 encrypted, always), and for the encrypted content of a message. Nothing here ever sends a
 message in plain text: when the bot cannot encrypt, the send raises
-`MatrixEncryptionUnavailable` and the message waits in the outbox.
+`MatrixEncryptionUnavailable` and the message waits in the outbox. Events that do not
+decrypt yet are kept in the database (``undecrypted_events``) until their key comes.
 
 Trust policy (``matrix.share_keys_with``): room keys go to the members' devices that their
 owners cross-signed, what Element's "exclude insecure devices" mode does; with ``"all"``
-unsigned devices get them too. Devices with a bad signature never do. A member who leaves
-or a device list that changes makes nio start a new session for the room (rotation).
+unsigned devices get them too. Devices with a bad signature (one claimed by the owner's
+self-signing key that does not verify) never do. A member who leaves or a device list
+that changes makes nio start a new session for the room (rotation). Room key requests
+are answered by nio only for the bot's own verified devices; the rest are logged.
 """
 
 from __future__ import annotations
@@ -28,17 +31,19 @@ from urllib.parse import quote
 
 import aiohttp
 import nio
+from nio.crypto import OlmDevice
 from nio.rooms import MatrixRoom
 
 from network.errors import MatrixEncryptionUnavailable, MatrixError, MatrixUnavailable
-from network.matrix.keys import device_cross_signed
+from network.matrix.keys import device_trust
+from network.storage import Storage
 
 log = logging.getLogger(__name__)
 
 Request = Callable[..., Awaitable[dict[str, Any]]]
 
 PLAIN_RECHECK = 60.0  # seconds before a room found unencrypted is asked about again
-MAX_PARKED = 1000  # undecryptable events kept in memory waiting for their key
+MAX_PARKED = 1000  # undecryptable events kept waiting for their key
 LATE_KEY_NOTICE = 30.0  # seconds an event waits for its key before the sender is told
 PARK_FOR = 24 * 3600.0  # seconds an undecryptable event is kept at most
 
@@ -68,12 +73,14 @@ class RoomCrypto:
         self,
         client: nio.AsyncClient,
         request: Request,
+        storage: Storage,
         *,
         store_dir: Path,
         share_with: str = "cross-signed",
     ) -> None:
         self.client = client
         self._request = request
+        self.storage = storage
         self.store_dir = store_dir
         self.share_with = share_with
         self.error: str | None = None  # why the bot cannot encrypt, when it cannot
@@ -135,6 +142,7 @@ class RoomCrypto:
                 )
                 return
         self.error = None
+        await self.load_parked()
         await self.after_sync()
         log.info("end-to-end encryption ready for device %s (store %s)", device, self.store_dir)
 
@@ -149,6 +157,7 @@ class RoomCrypto:
         device list queries and one-time key claims."""
         if not self.ready:
             return
+        self._refuse_key_requests()
         try:
             async with self._keys_lock:
                 if self.client.outgoing_to_device_messages:
@@ -161,6 +170,30 @@ class RoomCrypto:
                     await self.client.keys_claim(self.client.get_users_for_key_claiming())
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise MatrixUnavailable(f"key exchange: cannot reach the homeserver ({e})") from e
+
+    def saw_to_device(self, events: list[Any]) -> None:
+        """Log the room key requests of other accounts: nio never answers them (keys are
+        forwarded only to the bot's own verified devices), and nobody should wonder why."""
+        for ev in events:
+            if isinstance(ev, nio.RoomKeyRequest) and ev.sender != self.client.user_id:
+                log.warning(
+                    "refused a room key request from %s's device %s for %s: keys are "
+                    "forwarded only to the bot's own verified devices",
+                    ev.sender, ev.requesting_device_id, ev.room_id,
+                )  # fmt: skip
+
+    def _refuse_key_requests(self) -> None:
+        """Room key requests of the bot's own devices that nio would not answer (not
+        verified) are refused and forgotten, so they cannot pile up in memory."""
+        olm = self.client.olm
+        assert olm is not None
+        for request in olm.key_request_from_untrusted.values():
+            log.warning(
+                "refused a room key request from %s's device %s for %s: that device of the "
+                "bot's account is not verified",
+                request.sender, request.requesting_device_id, request.room_id,
+            )  # fmt: skip
+        olm.key_request_from_untrusted.clear()
 
     # -- is a room encrypted --------------------------------------------------------------
 
@@ -269,50 +302,96 @@ class RoomCrypto:
         for user_id in users:
             for device in olm.device_store.active_user_devices(user_id):
                 published = (devices.get(user_id) or {}).get(device.id)
-                signed = (
-                    isinstance(published, dict)
-                    and (published.get("keys") or {}).get(f"ed25519:{device.id}") == device.ed25519
-                    and device_cross_signed(
-                        user_id, published, masters.get(user_id), ssks.get(user_id)
-                    )
-                )
-                if signed:
-                    if olm.is_device_blacklisted(device):
-                        olm.unblacklist_device(device)
-                    if not olm.is_device_verified(device):
-                        olm.verify_device(device)
-                elif self.share_with == "all":
-                    if olm.is_device_blacklisted(device):
-                        olm.unblacklist_device(device)
-                    if not olm.is_device_ignored(device):
-                        olm.ignore_device(device)
+                master, ssk = masters.get(user_id), ssks.get(user_id)
+                if not isinstance(published, dict):
+                    trust = "unsigned"  # gone from the homeserver since nio saw it
+                elif (published.get("keys") or {}).get(f"ed25519:{device.id}") != device.ed25519:
+                    trust = "bad-signature"  # not the keys the homeserver publishes for it
                 else:
-                    if olm.is_device_verified(device):
-                        olm.unverify_device(device)
-                    if not olm.is_device_blacklisted(device):
-                        log.info(
-                            "not sharing room keys with %s's device %s: its owner has not "
-                            "cross-signed it (matrix.share_keys_with = %r)",
-                            user_id, device.id, self.share_with,
-                        )  # fmt: skip
-                        olm.blacklist_device(device)
+                    trust = device_trust(user_id, published, master, ssk)
+                self._trust(user_id, device, trust)
+
+    def _trust(self, user_id: str, device: OlmDevice, trust: str) -> None:
+        olm = self.client.olm
+        assert olm is not None
+        if trust == "cross-signed":
+            if olm.is_device_blacklisted(device):
+                olm.unblacklist_device(device)
+            if not olm.is_device_verified(device):
+                olm.verify_device(device)
+            return
+        if trust == "unsigned" and self.share_with == "all":
+            if olm.is_device_blacklisted(device):
+                olm.unblacklist_device(device)
+            if not olm.is_device_ignored(device):
+                olm.ignore_device(device)
+            return
+        if olm.is_device_verified(device):
+            olm.unverify_device(device)
+        if olm.is_device_ignored(device):
+            olm.unignore_device(device)
+        if olm.is_device_blacklisted(device):
+            return
+        if trust == "bad-signature":
+            log.warning(
+                "not sharing room keys with %s's device %s: its cross-signing signature does "
+                "not verify (a forged or broken device); it gets no keys whatever "
+                "matrix.share_keys_with says",
+                user_id, device.id,
+            )  # fmt: skip
+        else:
+            log.info(
+                "not sharing room keys with %s's device %s: its owner has not cross-signed "
+                "it (matrix.share_keys_with = %r)",
+                user_id, device.id, self.share_with,
+            )  # fmt: skip
+        olm.blacklist_device(device)
 
     # -- events whose key has not arrived ---------------------------------------------------------
 
+    async def load_parked(self) -> None:
+        """The events still waiting for their key from before a restart."""
+        self._parked.clear()
+        for row in await self.storage.undecrypted_events():
+            try:
+                event = nio.MegolmEvent.from_dict(row.event)
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("dropping a kept undecryptable event %s: %s", row.event_id, e)
+                await self.storage.drop_undecrypted(row.event_id)
+                continue
+            if not isinstance(event, nio.MegolmEvent):
+                await self.storage.drop_undecrypted(row.event_id)
+                continue
+            event.room_id = row.room_id
+            self._parked[row.event_id] = Parked(row.room_id, event, row.parked_at, row.told)
+        if self._parked:
+            log.info("%d encrypted events are still waiting for their key", len(self._parked))
+        for parked in list(self._parked.values()):
+            await self._ask_for_key(parked.event)  # again: the last ask may never have left
+
     async def park(self, room_id: str, event: nio.MegolmEvent) -> None:
-        """Keep an event that did not decrypt and ask for its key (once per session)."""
+        """Keep an event that did not decrypt (in the database, so a restart keeps it too)
+        and ask for its key (once per session)."""
         if event.event_id in self._parked:
             return
-        if len(self._parked) >= MAX_PARKED:
+        event.room_id = room_id
+        now = time.time()
+        await self.storage.park_undecrypted(
+            event.event_id, room_id, event.session_id, event.sender, event.source, now,
+            keep=MAX_PARKED,
+        )  # fmt: skip
+        self._parked[event.event_id] = Parked(room_id, event, now)
+        if len(self._parked) > MAX_PARKED:
             oldest = min(self._parked.values(), key=lambda p: p.since)
             self._parked.pop(oldest.event.event_id, None)
             log.warning("gave up waiting for the key of %s", oldest.event.event_id)
-        event.room_id = room_id
-        self._parked[event.event_id] = Parked(room_id, event, time.monotonic())
         log.info(
             "event %s from %s in %s does not decrypt yet (session %s); asking for its key",
             event.event_id, event.sender, room_id, event.session_id,
         )  # fmt: skip
+        await self._ask_for_key(event)
+
+    async def _ask_for_key(self, event: nio.MegolmEvent) -> None:
         if event.session_id in self._requested or not self.ready:
             return
         self._requested.add(event.session_id)
@@ -325,30 +404,44 @@ class RoomCrypto:
             log.warning("could not ask for the key of %s: %s", event.event_id, e)
 
     def decrypted(self) -> list[tuple[str, nio.Event]]:
-        """Parked events whose key has arrived, decrypted, oldest first."""
-        if not self._parked or self.client.olm is None:
+        """Parked events whose key has arrived, decrypted, oldest first. The caller hands
+        each to the hooks, then calls `handled` (a crash in between hands it over again,
+        which the hooks deduplicate by event id)."""
+        olm = self.client.olm
+        if not self._parked or olm is None:
             return []
         out: list[tuple[float, str, nio.Event]] = []
         for event_id, parked in list(self._parked.items()):
+            ev = parked.event
+            if not olm.inbound_group_store.get(parked.room_id, ev.sender_key, ev.session_id):
+                continue  # its key has not come: no need to try
             try:
-                event = self.client.decrypt_event(parked.event)
+                event = self.client.decrypt_event(ev)
             except (nio.EncryptionError, nio.LocalProtocolError):
                 continue
-            del self._parked[event_id]
             log.info("the key of %s arrived; handling it now", event_id)
             out.append((parked.since, parked.room_id, event))
         out.sort(key=lambda t: t[0])
         return [(room_id, event) for _, room_id, event in out]
 
-    def overdue(self) -> list[tuple[str, nio.MegolmEvent]]:
-        """Events that waited ``LATE_KEY_NOTICE`` seconds: their senders are told, once."""
-        now = time.monotonic()
+    async def handled(self, event_id: str) -> None:
+        """A decrypted parked event is in the hooks' hands: stop keeping it."""
+        self._parked.pop(event_id, None)
+        await self.storage.drop_undecrypted(event_id)
+
+    async def overdue(self) -> list[tuple[str, nio.MegolmEvent]]:
+        """Events that waited ``LATE_KEY_NOTICE`` seconds: their senders are told, once.
+        Events kept longer than ``PARK_FOR`` are given up."""
+        now = time.time()
         out = []
         for event_id, parked in list(self._parked.items()):
             if now - parked.since > PARK_FOR:
                 del self._parked[event_id]
+                await self.storage.drop_undecrypted(event_id)
+                log.warning("gave up waiting for the key of %s", event_id)
             elif not parked.told and now - parked.since > self.late_key_notice:
                 parked.told = True
+                await self.storage.mark_undecrypted_told(event_id)
                 out.append((parked.room_id, parked.event))
         return out
 

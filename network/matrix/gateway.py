@@ -132,6 +132,7 @@ class MatrixGateway:
         self.crypto = RoomCrypto(
             self.client,
             self._request,
+            storage,
             store_dir=crypto_store or Path(),
             share_with=settings.share_keys_with,
         )
@@ -472,6 +473,7 @@ class MatrixGateway:
                     and iev.state_key == self.user_id
                 ):
                     await _guard(on_invite(room_id, iev), room_id, "invite")
+        self.crypto.saw_to_device(resp.to_device_events)
         if since is not None:
             for room_id, joined in resp.rooms.join.items():
                 for ev in joined.timeline.events:
@@ -491,7 +493,8 @@ class MatrixGateway:
         for room_id, ev in self.crypto.decrypted():
             if on_event is not None:
                 await _guard(on_event(room_id, ev), room_id, getattr(ev, "event_id", "?"))
-        for room_id, megolm in self.crypto.overdue():
+            await self.crypto.handled(ev.event_id)
+        for room_id, megolm in await self.crypto.overdue():
             # The key did not come: the hooks see the encrypted event once (the bot tells
             # the sender); it stays parked in case the key still arrives.
             if on_event is not None:

@@ -155,6 +155,29 @@ def device_cross_signed(
     return signed_by(device, user_id, f"ed25519:{ssk_pub}", ssk_pub)
 
 
+def device_trust(
+    user_id: str,
+    device: dict[str, Any],
+    master: dict[str, Any] | None,
+    self_signing: dict[str, Any] | None,
+) -> str:
+    """``"cross-signed"``, ``"unsigned"`` (its owner has not signed it, or has no
+    cross-signing identity), or ``"bad-signature"``: it carries a signature of its owner's
+    self-signing key that does not verify, or that key's own signature by the master key
+    does not, which is what a forged device looks like."""
+    if device_cross_signed(user_id, device, master, self_signing):
+        return "cross-signed"
+    if not master or not self_signing:
+        return "unsigned"
+    master_pub, ssk_pub = only_key(master), only_key(self_signing)
+    if master_pub is None or ssk_pub is None:
+        return "bad-signature"
+    claimed = ((device.get("signatures") or {}).get(user_id) or {}).get(f"ed25519:{ssk_pub}")
+    if claimed is None:
+        return "unsigned"
+    return "bad-signature"  # signed by the self-signing key, and that did not verify
+
+
 # -- recovery key --------------------------------------------------------------------
 
 

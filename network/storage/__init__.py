@@ -28,6 +28,7 @@ from network.storage.records import (
 )
 from network.storage.state import StateStore
 from network.storage.subscribers import SubscriberStore
+from network.storage.undecrypted import UndecryptedEvent, UndecryptedStore
 
 
 class Storage(
@@ -43,6 +44,7 @@ class Storage(
     CalendarStore,
     ArchiveStore,
     InstanceStore,
+    UndecryptedStore,
 ):
     """The database of one libhub instance. Open with ``await Storage.open(path)``."""
 
@@ -59,6 +61,7 @@ __all__ = [
     "StoreResult",
     "StoredText",
     "Target",
+    "UndecryptedEvent",
     "from_iso",
     "now_iso",
 ]

@@ -14,8 +14,11 @@ from typing import Any, Literal
 
 from network.storage.base import Database, from_iso, now_iso
 
-RoomFlag = Literal["encryption_warned", "greeted"]
-_ROOM_FLAGS = ("encryption_warned", "greeted")
+# bot_rooms also has an ``encryption_warned`` column from when the bot could not read
+# encrypted rooms and warned once; it is no longer read or written (dropping a column
+# means rebuilding the table in SQLite, not worth a migration for one unused integer).
+RoomFlag = Literal["greeted"]
+_ROOM_FLAGS = ("greeted",)
 
 
 def _dt(value: str | None) -> datetime:
@@ -29,7 +32,6 @@ def _dt(value: str | None) -> datetime:
 class BotRoom:
     room_id: str
     joined_ts: int | None
-    encryption_warned: bool
     greeted: bool
 
 
@@ -84,7 +86,6 @@ class BotEventStore(Database):
         return BotRoom(
             room_id=row["room_id"],
             joined_ts=row["joined_ts"],
-            encryption_warned=bool(row["encryption_warned"]),
             greeted=bool(row["greeted"]),
         )
 

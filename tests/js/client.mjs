@@ -159,9 +159,36 @@ async function deviceStatus({ user_id, device_id }) {
   };
 }
 
+// Decrypt events read from the homeserver (the /messages API), not from this client's own
+// timeline, which a burst of messages can leave with gaps.
+async function decryptEvents({ room, events }) {
+  const out = [];
+  for (const raw of events) {
+    const ev = new sdk.MatrixEvent({ ...raw, room_id: room });
+    if (ev.isEncrypted()) await client.decryptEventIfNeeded(ev);
+    out.push({
+      event_id: ev.getId(),
+      type: ev.getType(),
+      sender: ev.getSender(),
+      content: ev.getContent(),
+      encrypted: ev.isEncrypted(),
+      decryption_failure: ev.isDecryptionFailure() ? String(ev.decryptionFailureReason) : null,
+    });
+  }
+  return { events: out };
+}
+
+// Whether this device answers other devices' m.room_key_request with the key (the Rust
+// crypto does for devices it shared the session with): off, a key withheld stays withheld.
+async function keyForwarding({ enabled }) {
+  client.getCrypto().olmMachine.roomKeyForwardingEnabled = Boolean(enabled);
+  return {};
+}
+
 const commands = {
   login, create_room: createRoom, join, send, messages, wait_message: waitMessage,
-  device_status: deviceStatus,
+  device_status: deviceStatus, key_forwarding: keyForwarding,
+  decrypt_events: decryptEvents,
 };
 
 const rl = readline.createInterface({ input: process.stdin });
