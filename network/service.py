@@ -172,6 +172,8 @@ class Service:
             digests=self.digests,
             feed_title=self.feed_title,
         )
+        if settings.network.ops_room:
+            self.matrix.ratelimits.notify = self.notify_ops
         self.started = asyncio.Event()
         self._web_runner: web.AppRunner | None = None
 
@@ -263,6 +265,7 @@ class Service:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every loop until ``stop`` is set, then shut down in order."""
+        await self.matrix.ratelimits.load()
         await self.start_web()
         await self.poller.prepare()
         tasks = [
