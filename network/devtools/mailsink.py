@@ -12,7 +12,8 @@ import email
 import email.policy
 import itertools
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     message: EmailMessage
+    at: float = field(default_factory=time.monotonic)  # when DATA was accepted
 
 
 class _Handler:
