@@ -175,6 +175,8 @@ class Service:
             digests=self.digests,
             feed_title=self.feed_title,
         )
+        if settings.network.ops_room:
+            self.matrix.ratelimits.notify = self.notify_ops
         self.started = asyncio.Event()
         self.leadership = Leadership(storage, shared=storage.dialect == POSTGRESQL)
         self._web_runner: web.AppRunner | None = None
@@ -277,6 +279,7 @@ class Service:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every loop until ``stop`` is set, then shut down in order."""
+        await self.matrix.ratelimits.load()
         await self.start_web()
         await self.poller.prepare()
         await self.leadership.beat()  # on SQLite (or with no other instance) it leads now

@@ -223,7 +223,7 @@ async def test_a_corrupted_crypto_store_is_a_clear_error_and_plain_rooms_keep_wo
         with caplog.at_level(logging.ERROR, logger="network.matrix.crypto"):
             service: Service = await w.start()
         error = service.matrix.crypto.error or ""
-        assert "cannot be opened" in error and "libhub matrix-new-device" in error, error
+        assert "cannot be opened" in error and "libhub matrix new-device" in error, error
         assert "encrypted rooms are on hold" in caplog.text
 
         # Plain rooms work: a question in a plain direct chat is answered.

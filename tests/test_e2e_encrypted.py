@@ -155,7 +155,7 @@ async def test_a_lost_crypto_store_holds_encrypted_sends_and_says_how_to_recover
         service = await w.start()
         error = service.matrix.crypto.error or ""
         assert "does not hold the keys of device" in error
-        assert "libhub matrix-new-device" in error
+        assert "libhub matrix new-device" in error
         room = await js.create_room(invite=[bot])
         await service.matrix.join(room)
         with pytest.raises(MatrixEncryptionUnavailable):

@@ -26,7 +26,9 @@ def _cmd_cohorts_sync(args: argparse.Namespace) -> int:
         matrix = MatrixGateway.from_settings(settings, storage)
         try:
             await matrix.login()
-            sync = CohortSync(settings, matrix, storage, mailer=smtp_mailer(settings))
+            sync = CohortSync(
+                settings, matrix, storage, mailer=smtp_mailer(settings), max_wait=args.max_wait
+            )
             report = await (sync.plan() if args.dry_run else sync.apply())
         finally:
             await matrix.close()
@@ -44,6 +46,11 @@ def _cmd_cohorts_sync(args: argparse.Namespace) -> int:
         out.print(f"{n} change(s)" if n else "Nothing to change: Matrix matches the config.")
         for line in report.errors:
             err.print(f"[red]error:[/red] {line}", highlight=False)
+        if report.rate_limit_waits:
+            out.print(f"waited out {report.rate_limit_waits} rate limit(s) of the homeserver")
+        if report.interrupted:
+            err.print(f"[yellow]incomplete:[/yellow] {report.interrupted}", highlight=False)
+            return 75  # EX_TEMPFAIL: run again to continue
         return 1 if report.errors else 0
 
     # The bot's device and crypto store are the running service's: one process at a time
@@ -101,4 +108,12 @@ def register(sub: Subparsers) -> None:
         "create the space and rooms, invite members, pin resources (shows the plan first)",
     )
     sync.add_argument("--dry-run", action="store_true", help="only show what would change")
+    sync.add_argument(
+        "--max-wait",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="wait out the homeserver's rate limits for at most this long in all, then stop; "
+        "a rerun continues (default 600)",
+    )
     add(csub, "list", _cmd_cohorts_list, "show each cohort's members and what libhub did")

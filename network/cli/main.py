@@ -30,7 +30,7 @@ from network.errors import ConfigError, LibhubError
 # (what the module holds, its register function), in help order.
 COMMANDS: tuple[tuple[str, Callable[[Subparsers], None]], ...] = (
     ("run, check-config, status", service.register),
-    ("matrix-new-device", matrix.register),
+    ("matrix new-device, matrix lift-ratelimit", matrix.register),
     ("demo", demo.register),
     ("feeds", feeds.register),
     ("cohorts", cohorts.register),

@@ -41,6 +41,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = config(args)
+    from network.matrix.ratelimit import stored_notice
     from network.storage import Storage
 
     async def main() -> int:
@@ -49,6 +50,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         try:
             feeds = await storage.feed_states()
+            notice = await stored_notice(storage)
             report: dict[str, Any] = {
                 "database": storage.where,
                 "feeds": [
@@ -74,6 +76,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     }
                     for r in await storage.failed_rows()
                 ],
+                "matrix_rate_limited": notice.as_dict() if notice else None,
             }
         finally:
             await storage.close()
@@ -88,6 +91,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for f in report["failed_deliveries"]:
             out.print(f"[red]failed[/red] #{f['id']} to {f['target']}: {f['error']}")
+        if notice is not None:
+            out.print(f"[yellow]rate limited[/yellow] since {notice.first_seen}: {notice.advice}")
         return 0
 
     return run_async(main())

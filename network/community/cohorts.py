@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -37,7 +37,13 @@ from network.community.plan import (
     server_of,
     snapshot_from_state,
 )
-from network.errors import LibhubError, MatrixError, MatrixPermanent, MatrixUnavailable
+from network.errors import (
+    LibhubError,
+    MatrixError,
+    MatrixPermanent,
+    MatrixRateLimited,
+    MatrixUnavailable,
+)
 from network.matrix.gateway import ENCRYPTION_STATE, MatrixGateway
 from network.settings.community import CohortSettings
 from network.settings.model import Settings
@@ -47,6 +53,23 @@ log = logging.getLogger(__name__)
 
 # (to, subject, text) -> None; raises LibhubError when the message was not accepted.
 Mailer = Callable[[str, str, str], Awaitable[None]]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+# How long one `libhub cohorts sync` waits out rate limits in all before it stops (its
+# progress is stored: the next run continues where it stopped).
+DEFAULT_MAX_WAIT = 600.0
+
+INTERRUPTED_TEXT = (
+    "stopped after waiting {waited:.0f} s for the homeserver's rate limits ({what}); what was "
+    "done is stored: run `libhub cohorts sync` again to continue, or lift the bot's limits "
+    "with `libhub matrix lift-ratelimit`"
+)
+
+
+class SyncInterrupted(LibhubError):
+    """The rate-limit budget of this run is spent; a rerun continues from stored progress."""
 
 
 def _now() -> datetime:
@@ -63,6 +86,8 @@ class SyncReport:
 
     actions: list[Action] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    rate_limit_waits: int = 0  # 429s waited out (each retried after retry_after)
+    interrupted: str = ""  # why the run stopped early (rate limits); a rerun continues
 
     @property
     def changes(self) -> list[Action]:
@@ -109,6 +134,7 @@ class CohortSync:
         *,
         mailer: Mailer | None = None,
         clock: Callable[[], datetime] = _now,
+        max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         self.settings = settings
         self.matrix = matrix
@@ -116,6 +142,26 @@ class CohortSync:
         self.mailer = mailer
         self.clock = clock
         self.specs = desired_rooms(settings)
+        self.max_wait = max_wait
+        self._waited = 0.0
+        self._waits = 0
+
+    async def _limited(
+        self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``call(...)``, waiting out each 429 for its ``retry_after`` and trying again, until
+        this run has waited ``max_wait`` seconds in all (then `SyncInterrupted`)."""
+        while True:
+            try:
+                return await call(*args, **kwargs)
+            except MatrixRateLimited as e:
+                if self._waited + e.retry_after > self.max_wait:
+                    text = INTERRUPTED_TEXT.format(waited=self._waited, what=e)
+                    raise SyncInterrupted(text) from e
+                self._waits += 1
+                self._waited += e.retry_after
+                log.info("rate limited (%s); waiting %.1f s", e, e.retry_after)
+                await asyncio.sleep(e.retry_after)
 
     @property
     def bot(self) -> str:
@@ -202,19 +248,33 @@ class CohortSync:
     # -- changing ------------------------------------------------------------------
 
     async def apply(self) -> SyncReport:
-        """Create what is missing, then make every room match the config."""
+        """Create what is missing, then make every room match the config.
+
+        Rate limits (room creation, invites, messages) are waited out; each step is stored
+        as it is done, so a run stopped by `SyncInterrupted` (or killed) continues on the
+        next run without doing anything twice."""
         report = SyncReport()
+        try:
+            await self._apply(report)
+        except SyncInterrupted as e:
+            report.interrupted = str(e)
+        report.rate_limit_waits = self._waits
+        return report
+
+    async def _apply(self, report: SyncReport) -> None:
         ids: dict[str, str] = {}
         now = self.clock()
         for spec in self.specs:
             try:
-                room_id = await self._lookup(spec)
+                room_id = await self._limited(self._lookup, spec)
                 if room_id is None:
-                    room_id = await self._create(spec)
+                    room_id = await self._limited(self._create, spec)
                     report.actions.append(Action(spec.key, spec.ref, "create", spec.ref))
                 elif await self._snapshot(room_id) is None:
-                    await self.matrix.join(room_id)
+                    await self._limited(self.matrix.join, room_id)
                     report.actions.append(Action(spec.key, spec.ref, "join", room_id, "join"))
+            except SyncInterrupted:
+                raise
             except MatrixError as e:
                 report.errors.append(f"{spec.ref}: {e}")
                 continue
@@ -235,12 +295,13 @@ class CohortSync:
                     report.actions.append(action)
                     continue
                 try:
-                    await self._do(spec, ids, snap, action)
+                    await self._limited(self._do, spec, ids, snap, action)
+                except SyncInterrupted:
+                    raise
                 except (MatrixError, LibhubError) as e:
                     report.errors.append(f"{spec.ref}: {action.kind} {action.target}: {e}")
                 else:
                     report.actions.append(action)
-        return report
 
     async def _create(self, spec: RoomSpec) -> str:
         if not spec.ref.startswith("#"):

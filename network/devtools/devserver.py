@@ -81,9 +81,24 @@ def registration_mac(secret: str, nonce: str, localpart: str, password: str, adm
 
 
 def ratelimit_config(
-    *, rate_limited: bool, message_rate: float | None, message_burst: int | None
+    *,
+    rate_limited: bool,
+    message_rate: float | None,
+    message_burst: int | None,
+    synapse_defaults: bool = False,
 ) -> dict[str, Any]:
-    """The ``rc_*`` keys: everything unlimited, messages limited only when asked."""
+    """The ``rc_*`` keys: everything unlimited, messages limited only when asked.
+
+    With ``synapse_defaults`` every limit a bot meets (messages 0.2/s, invites, room
+    creation, joins) keeps Synapse's own default, as on a homeserver nobody tuned; only
+    registration and login, which the test set-up itself does, stay unlimited.
+    """
+    if synapse_defaults:
+        high = dict(_UNLIMITED)
+        return {
+            "rc_registration": high,
+            "rc_login": {"address": high, "account": high, "failed_attempts": high},
+        }
     message = (
         {
             "per_second": _DEFAULT_MESSAGE_RATE if message_rate is None else message_rate,
@@ -219,6 +234,7 @@ class DevHomeserver:
         rate_limited: bool = False,
         message_rate: float | None = None,
         message_burst: int | None = None,
+        synapse_defaults: bool = False,
         log_to: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -229,7 +245,10 @@ class DevHomeserver:
         self.log_path = Path(log_to).resolve() if log_to else self.data_dir / "homeserver.log"
         self.config_path = self.data_dir / "homeserver.yaml"
         self._rate_limits = ratelimit_config(
-            rate_limited=rate_limited, message_rate=message_rate, message_burst=message_burst
+            rate_limited=rate_limited,
+            message_rate=message_rate,
+            message_burst=message_burst,
+            synapse_defaults=synapse_defaults,
         )
         self._secret = ""
         self._proc: asyncio.subprocess.Process | None = None

@@ -14,7 +14,8 @@ import email
 import email.policy
 import re
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     message: EmailMessage
+    at: float = field(default_factory=time.monotonic)  # when DATA was accepted
 
 
 class _Handler:

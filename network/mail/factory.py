@@ -55,6 +55,7 @@ def smtp_sender(email: EmailSettings, *, max_connections: int | None = None) -> 
         password=password,
         max_connections=max_connections or email.max_connections,
         messages_per_connection=email.messages_per_connection,
+        max_per_second=email.max_per_second,
         timeout=email.timeout.total_seconds(),
         # A name of our own: without one aiosmtplib asks socket.getfqdn(), which can stall.
         local_hostname=sender_domain(email),

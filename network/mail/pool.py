@@ -30,6 +30,7 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from network.errors import ConfigError
+from network.mail.rate import SendRate
 from network.settings.smtp import SmtpTarget
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class SmtpSender:
         messages_per_connection: int = 500,
         timeout: float = 30,
         local_hostname: str | None = None,
+        max_per_second: float = 0,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
@@ -140,6 +142,8 @@ class SmtpSender:
             self._slots.put_nowait(_Slot())
         self._closed = False
         self.connections_opened = 0
+        # The relay's message quota, across all connections (0: none).
+        self.rate = SendRate(max_per_second)
 
     def __repr__(self) -> str:
         return (
@@ -159,6 +163,8 @@ class SmtpSender:
             raise RuntimeError("SmtpSender is closed")
         slot = await self._slots.get()
         try:
+            # Paced after a connection is free: a reserved start is never left unused.
+            await self.rate.wait()
             return await self._send_on(slot, msg)
         except BaseException:
             # Cancelled mid-transaction: the session's state is unknown, so it is not reused.

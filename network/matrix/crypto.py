@@ -117,7 +117,7 @@ class RoomCrypto:
         except Exception as e:  # a corrupted store raises whatever SQLite or peewee raise
             self._fail(
                 f"the crypto store in {self.store_dir} cannot be opened ({e}); restore it from "
-                "a backup, or log in as a new device (run `libhub matrix-new-device`)"
+                "a backup, or log in as a new device (run `libhub matrix new-device`)"
             )
             return
         if self.client.olm is None:
@@ -137,7 +137,7 @@ class RoomCrypto:
                 self._fail(
                     f"the crypto store in {self.store_dir} does not hold the keys of device "
                     f"{device} (the store was lost or belongs to another device); restore it, "
-                    "or log in as a new device (run `libhub matrix-new-device`) so encrypted "
+                    "or log in as a new device (run `libhub matrix new-device`) so encrypted "
                     "rooms work again"
                 )
                 return

@@ -38,6 +38,7 @@ from network.errors import (
 )
 from network.matrix.crosssigning import CrossSigning
 from network.matrix.crypto import RoomCrypto, guarded
+from network.matrix.ratelimit import RateLimitWatch
 from network.settings.model import MatrixSettings, Settings, secret
 from network.storage import Storage
 
@@ -153,6 +154,8 @@ class MatrixGateway:
         self.last_sync_ok: float | None = None  # time.monotonic() of the last good sync
         self.last_error: str | None = None
         self._logged_in = False
+        # Every 429 is counted; the first one tells the operator how to lift the limit.
+        self.ratelimits = RateLimitWatch(storage, lambda: self.user_id)
 
     # -- session ---------------------------------------------------------------
 
@@ -241,7 +244,10 @@ class MatrixGateway:
     ) -> dict[str, Any]:
         status, payload, headers = await self._request_raw(method, path, body, what=what)
         if status >= 400:
-            raise _error_from(status, payload, headers, what)
+            error = _error_from(status, payload, headers, what)
+            if isinstance(error, MatrixRateLimited):
+                await self.ratelimits.saw(what, error.retry_after)
+            raise error
         return payload
 
     async def _request_raw(

@@ -208,7 +208,7 @@ class EmailSettings:
     from_: str = ""
     password_env: str = ""
     max_connections: int = 4
-
+    max_per_second: float = 0.0
     messages_per_connection: int = 500
     timeout: Duration = Duration(seconds=30)
     unsubscribe_mailto: str = ""
@@ -248,6 +248,11 @@ class EmailSettings:
             )
         if not 1 <= self.max_connections <= 64:
             raise ConfigError("expected 1 to 64", path=f"{path}.max_connections")
+        if self.max_per_second < 0:
+            raise ConfigError(
+                "expected 0 (no limit) or a number of messages a second, e.g. 14",
+                path=f"{path}.max_per_second",
+            )
         if self.messages_per_connection < 1:
             raise ConfigError("expected at least 1", path=f"{path}.messages_per_connection")
         if self.timeout < timedelta(seconds=1):

@@ -88,6 +88,30 @@ class DigestRunStore(Database):
         )
         return [Subscriber.from_row(r) for r in rows]
 
+    async def digest_candidates_page(
+        self, now: datetime, max_seq: int, *, after_id: int, limit: int
+    ) -> list[Subscriber]:
+        """`digest_candidates` one page at a time, by id (keyset: ``id > after_id``), so a
+        round over 100,000 subscribers never holds them all."""
+        rows = await self.fetchall(
+            "SELECT * FROM subscribers WHERE status = 'active' AND ("
+            "(frequency != 'immediate' AND next_due <= ?) "
+            "OR (frequency = 'immediate' AND queue_cursor < ?)) AND id > ? ORDER BY id LIMIT ?",
+            (now_iso(now), max_seq, after_id, limit),
+        )
+        return [Subscriber.from_row(r) for r in rows]
+
+    async def active_subscribers_page(
+        self, *, frequency: str | None, after_id: int, limit: int
+    ) -> list[Subscriber]:
+        """Active subscribers (of ``frequency``) one page at a time, by id (keyset)."""
+        where = "status = 'active' AND id > ?" + (" AND frequency = ?" if frequency else "")
+        params: tuple[object, ...] = (after_id, frequency) if frequency else (after_id,)
+        rows = await self.fetchall(
+            f"SELECT * FROM subscribers WHERE {where} ORDER BY id LIMIT ?", (*params, limit)
+        )
+        return [Subscriber.from_row(r) for r in rows]
+
     async def claim_runs(self, claims: Sequence[Claim], *, now: datetime) -> int:
         """Apply claims in one transaction; returns how many runs were created."""
         created = 0

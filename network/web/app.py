@@ -50,6 +50,10 @@ async def health_report(service: WebContext) -> tuple[bool, dict[str, Any]]:
             round(s, 1) if gateway and (s := gateway.seconds_since_sync()) is not None else None
         ),
         "last_error": gateway.last_error if gateway else None,
+        # The homeserver limits the bot (told once; cleared by `libhub matrix lift-ratelimit`).
+        "rate_limited": (
+            gateway.ratelimits.notice.as_dict() if gateway and gateway.ratelimits.notice else None
+        ),
     }
     if db_ok:
         report["failed_deliveries"] = [

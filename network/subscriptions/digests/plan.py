@@ -8,10 +8,15 @@ past that range. The unique key makes a period's digest one row however often th
 subscriber with nothing new for their topics only has the cursor moved (no empty digests).
 After downtime the schedule gives one period key, the latest, so a missed week is one
 digest, not seven. This module computes the claims; `DigestRunner.plan` writes them.
+
+Subscribers are read in pages (keyset pagination by id, `PAGE_SIZE` at a time) and each
+page's claims are written before the next page is read, so memory stays flat however long
+the list grows; queue entries are read once per round (they are items, not subscribers).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,24 +35,76 @@ class PlannedRun:
     items: int
 
 
+PAGE_SIZE = 500
+
+
+async def due_claim_pages(
+    storage: Storage,
+    catalog: TopicCatalog,
+    now: datetime,
+    *,
+    frequency: str | None,
+    force: bool,
+    page_size: int = PAGE_SIZE,
+) -> AsyncIterator[tuple[list[Claim], list[PlannedRun]]]:
+    """The claims to write for ``now`` (cursor moves included) and the runs they create,
+    one page of subscribers at a time (write each page's claims before asking for the next:
+    the pages follow ids, so writing them changes nothing ahead)."""
+    max_seq = await storage.queue_max_seq()
+    stamp = now_iso(now)
+    after_id = 0
+    entries: list[QueueEntry] = []
+    loaded_from: int | None = None  # the lowest cursor `entries` covers
+    matching: dict[tuple[tuple[str, ...], int], list[QueueEntry]] = {}
+    while True:
+        if force:
+            page = await storage.active_subscribers_page(
+                frequency=frequency, after_id=after_id, limit=page_size
+            )
+        else:
+            page = await storage.digest_candidates_page(
+                now, max_seq, after_id=after_id, limit=page_size
+            )
+        if not page:
+            return
+        after_id = page[-1].id
+        candidates = [c for c in page if not frequency or c.prefs.frequency == frequency]
+        if not candidates:
+            continue
+        lowest = min(c.queue_cursor for c in candidates)
+        if loaded_from is None or lowest < loaded_from:
+            entries = await storage.queue_entries(lowest, max_seq)
+            loaded_from = lowest
+            matching.clear()
+        yield _page_claims(candidates, entries, matching, catalog, now, stamp, max_seq, force)
+
+
 async def due_claims(
     storage: Storage, catalog: TopicCatalog, now: datetime, *, frequency: str | None, force: bool
 ) -> tuple[list[Claim], list[PlannedRun]]:
-    """The claims to write for ``now`` (cursor moves included) and the runs they create."""
-    max_seq = await storage.queue_max_seq()
-    if force:
-        candidates = await storage.list_subscribers(statuses=("active",), frequency=frequency)
-    else:
-        candidates = await storage.digest_candidates(now, max_seq)
-        if frequency:
-            candidates = [c for c in candidates if c.prefs.frequency == frequency]
-    if not candidates:
-        return [], []
-    entries = await storage.queue_entries(min(c.queue_cursor for c in candidates), max_seq)
-    matching: dict[tuple[tuple[str, ...], int], list[QueueEntry]] = {}
+    """All pages of `due_claim_pages` at once (a dry run, which writes nothing)."""
     claims: list[Claim] = []
     planned: list[PlannedRun] = []
-    stamp = now_iso(now)
+    async for page_claims, page_planned in due_claim_pages(
+        storage, catalog, now, frequency=frequency, force=force
+    ):
+        claims += page_claims
+        planned += page_planned
+    return claims, planned
+
+
+def _page_claims(
+    candidates: list[Subscriber],
+    entries: list[QueueEntry],
+    matching: dict[tuple[tuple[str, ...], int], list[QueueEntry]],
+    catalog: TopicCatalog,
+    now: datetime,
+    stamp: str,
+    max_seq: int,
+    force: bool,
+) -> tuple[list[Claim], list[PlannedRun]]:
+    claims: list[Claim] = []
+    planned: list[PlannedRun] = []
     for sub in candidates:
         key = (sub.prefs.topics, sub.queue_cursor)
         if key not in matching:

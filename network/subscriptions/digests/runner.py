@@ -22,7 +22,7 @@ from network.errors import ConfigError
 from network.storage import Item, ItemInput
 from network.storage.subscribers import Subscriber
 from network.subscriptions.digests.outcomes import SendReport
-from network.subscriptions.digests.plan import PlannedRun, due_claims
+from network.subscriptions.digests.plan import PAGE_SIZE, PlannedRun, due_claim_pages, due_claims
 from network.subscriptions.digests.send import DigestSender
 from network.subscriptions.render import RenderedMessage
 
@@ -36,6 +36,7 @@ class DigestRunner(DigestSender):
     """Plans and sends digests and notices. ``wake()`` after new items were queued."""
 
     idle_wait = 60.0  # seconds the loop sleeps at most when nothing is due sooner
+    page_size = PAGE_SIZE  # subscribers read (and claimed) at a time when planning
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -92,7 +93,7 @@ class DigestRunner(DigestSender):
             await self.subscriptions.send_queued_mail()
         except Exception:  # their trouble must not stop the digests
             log.exception("sending queued confirmations failed; trying again next round")
-        await self.plan(now)
+        await self.plan(now, keep=False)
         report = await self.send_pending()
         if self._last_purge is None or now - self._last_purge > timedelta(hours=1):
             await self.storage.purge_subscription_records(now, keep=timedelta(days=30))
@@ -102,19 +103,33 @@ class DigestRunner(DigestSender):
     # -- planning ----------------------------------------------------------------------------
 
     async def plan(
-        self, now: datetime, *, frequency: str | None = None, force: bool = False
+        self,
+        now: datetime,
+        *,
+        frequency: str | None = None,
+        force: bool = False,
+        keep: bool = True,
     ) -> list[PlannedRun]:
-        """Claim the runs that are due at ``now``; returns what was planned.
+        """Claim the runs that are due at ``now``; returns what was planned (nothing
+        without ``keep``: the scheduled round holds no more than one page of subscribers).
 
         ``force`` (by hand) sends every active subscriber of ``frequency`` what is pending
         for them now, whatever their hour; their next scheduled digest then has only newer
         items.
         """
-        claims, planned = await due_claims(
-            self.storage, self.catalog, now, frequency=frequency, force=force
-        )
-        for start in range(0, len(claims), CLAIM_CHUNK):
-            await self.storage.claim_runs(claims[start : start + CLAIM_CHUNK], now=now)
+        planned: list[PlannedRun] = []
+        async for claims, page_planned in due_claim_pages(
+            self.storage,
+            self.catalog,
+            now,
+            frequency=frequency,
+            force=force,
+            page_size=self.page_size,
+        ):
+            for start in range(0, len(claims), CLAIM_CHUNK):
+                await self.storage.claim_runs(claims[start : start + CLAIM_CHUNK], now=now)
+            if keep:
+                planned.extend(page_planned)
         return planned
 
     async def dry_run(
