@@ -36,7 +36,8 @@ from feeds.schedule import parse_cache_control_max_age, parse_http_date, parse_r
 __all__ = ["FetchResult", "Fetcher", "make_session"]
 
 ACCEPT = (
-    "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
+    "application/rss+xml, application/atom+xml, application/feed+json, "
+    "application/rdf+xml;q=0.9, "
     "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5"
 )
 _CHUNK = 64 * 1024
