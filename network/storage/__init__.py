@@ -12,6 +12,7 @@ from network.storage.cases import CaseStore
 from network.storage.cohorts import CommunityStore
 from network.storage.digest_runs import DigestRunStore
 from network.storage.feeds import FeedStore
+from network.storage.live_feeds import LiveFeedStore
 from network.storage.outbox import OutboxStore
 from network.storage.personal_mail import PersonalMailStore
 from network.storage.records import (
@@ -37,6 +38,7 @@ class Storage(
     SubscriberStore,
     DigestRunStore,
     PersonalMailStore,
+    LiveFeedStore,
 ):
     """The database of one libhub instance. Open with ``await Storage.open(path)``."""
 
