@@ -56,9 +56,11 @@ _current: ContextVar[_Fetch | None] = ContextVar("libhub_feed_fetch", default=No
 
 
 @contextlib.contextmanager
-def guarded_fetch() -> Iterator[None]:
-    """Requests made inside (one fetch and its redirects) are held to the rule above."""
-    token = _current.set(_Fetch())
+def guarded_fetch(*, allow_private: bool = True) -> Iterator[None]:
+    """Requests made inside (one fetch and its redirects) are held to the rule above. With
+    ``allow_private=False`` not even the feed's own host may be private (a feed a room
+    member added: nobody chose to trust the local network for it)."""
+    token = _current.set(_Fetch(private_ok=None if allow_private else False))
     try:
         yield
     finally:

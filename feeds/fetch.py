@@ -36,7 +36,8 @@ from feeds.schedule import parse_cache_control_max_age, parse_http_date, parse_r
 __all__ = ["FetchResult", "Fetcher", "make_session"]
 
 ACCEPT = (
-    "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
+    "application/rss+xml, application/atom+xml, application/feed+json, "
+    "application/rdf+xml;q=0.9, "
     "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5"
 )
 _CHUNK = 64 * 1024
@@ -158,8 +159,11 @@ class Fetcher:
         last_modified: str | None = None,
         previous_hash: str | None = None,
         now: datetime | None = None,
+        allow_private: bool = True,
     ) -> FetchResult:
-        """GET `url` conditionally. Raises `FetchError` (see its `transient` flag)."""
+        """GET `url` conditionally. Raises `FetchError` (see its `transient` flag). With
+        ``allow_private=False`` a feed on a private or local address is refused too, not
+        only redirects there (see `feeds.addresses`)."""
         try:
             host = self._host_key(url)
         except (ValueError, TypeError) as e:
@@ -172,7 +176,9 @@ class Fetcher:
             # hold one of the global slots meanwhile.
             async with semaphore, self._overall:
                 try:
-                    return await self._fetch(url, etag, last_modified, previous_hash, now)
+                    return await self._fetch(
+                        url, etag, last_modified, previous_hash, now, allow_private=allow_private
+                    )
                 except FetchError as e:
                     if e.status != 403:
                         raise
@@ -180,7 +186,13 @@ class Fetcher:
                     # Ask once more with a compatible User-Agent that still names libhub
                     # and its contact page (lemon24/reader's ua_fallback does the same).
                     return await self._fetch(
-                        url, etag, last_modified, previous_hash, now, fallback_ua=True
+                        url,
+                        etag,
+                        last_modified,
+                        previous_hash,
+                        now,
+                        fallback_ua=True,
+                        allow_private=allow_private,
                     )
         finally:
             semaphore, users = self._hosts[host]
@@ -198,6 +210,7 @@ class Fetcher:
         now: datetime | None,
         *,
         fallback_ua: bool = False,
+        allow_private: bool = True,
     ) -> FetchResult:
         agent = f"Mozilla/5.0 (compatible; {self._user_agent})" if fallback_ua else self._user_agent
         headers = {"User-Agent": agent, "Accept": ACCEPT}
@@ -206,7 +219,7 @@ class Fetcher:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         try:
-            with guarded_fetch():
+            with guarded_fetch(allow_private=allow_private):
                 async with self._session.get(
                     url,
                     headers=headers,
@@ -220,6 +233,14 @@ class Fetcher:
         except FetchError:
             raise
         except PrivateAddressRefused as e:
+            if URL(e.url).host == URL(url).host:
+                raise FetchError(
+                    f"{url} is at {e.ip}, a private or local address; feeds added from a room "
+                    "or the dashboard must be on the internet (a coordinator can allow local "
+                    "feeds with feeds_admin.allow_private, or add the feed to the config file)",
+                    url=url,
+                    transient=False,
+                ) from e
             raise FetchError(
                 f"{url}: the server redirects to {e.url}, which is at {e.ip}, an address on a "
                 "private network or this machine; a feed on the internet may not lead libhub "

@@ -1,4 +1,5 @@
-"""Turning feed bytes into typed, sanitized records (RSS 0.9x/1.0/2.0 and Atom, via feedparser).
+"""Turning feed bytes into typed, sanitized records (RSS 0.9x/1.0/2.0 and Atom via feedparser,
+JSON Feed 1.0/1.1 via `feeds.jsonfeed`).
 
 Owns the dedupe key of each item, plain-text titles, absolute links, sanitized summaries,
 enclosures and the warnings a reader should see. Byte-level repairs (gzip, BOMs, wrapped feeds,
@@ -40,7 +41,8 @@ from feeds.encoding import (
     prepare_bytes,
 )
 from feeds.errors import NotAFeedError, ParseError
-from feeds.sanitize import html_to_text, sanitize_html
+from feeds.jsonfeed import is_json_media_type, read_json_feed
+from feeds.sanitize import html_to_text, sanitize_html, strip_tracking_params
 from feeds.schedule import KeyEntry, dedupe_keys
 
 __all__ = [
@@ -267,16 +269,23 @@ def parse_feed(
         raise NotAFeedError("the response body is empty", url=url)
     if HTML_ROOT.match(data[:4096]):
         raise NotAFeedError("the server returned an HTML page", url=url)
-    if data[:1] in (b"{", b"["):
-        raise NotAFeedError("the document is JSON, not RSS or Atom", url=url)
-    base = base_url(url, data)
-    fp_headers = feedparser_headers(data, base, headers, had_bom, warnings)
-    try:
-        parsed: Any = feedparser.parse(
-            data, response_headers=fp_headers, sanitize_html=False, resolve_relative_uris=True
-        )
-    except Exception as e:  # feedparser has no error root; anything here is a parser bug
-        raise ParseError(f"could not read the feed {url}: {type(e).__name__}: {e}") from e
+    parsed: Any
+    first = data.lstrip()[:1]
+    if first in (b"{", b"[") or (
+        first != b"<" and is_json_media_type(header(headers, "content-type"))
+    ):
+        # JSON Feed 1.0/1.1 (by its media type or its body); other JSON is refused there.
+        parsed = read_json_feed(data, url=url)
+        base: str | None = url
+    else:
+        base = base_url(url, data)
+        fp_headers = feedparser_headers(data, base, headers, had_bom, warnings)
+        try:
+            parsed = feedparser.parse(
+                data, response_headers=fp_headers, sanitize_html=False, resolve_relative_uris=True
+            )
+        except Exception as e:  # feedparser has no error root; anything here is a parser bug
+            raise ParseError(f"could not read the feed {url}: {type(e).__name__}: {e}") from e
 
     entries = parsed.get("entries") or []
     if not parsed.get("version") and not entries:
@@ -328,7 +337,10 @@ def parse_feed(
     empty = 0
     for entry in entries:
         item_title = _plain(entry.get("title_detail"), entry.get("title"))
-        link = _unwrap_redirect(_http_url(entry.get("link"), base))
+        raw_link = _unwrap_redirect(_http_url(entry.get("link"), base))
+        # Readers get the link without trackers; identity and hash keep the link as
+        # published, so an item stored before tracker clean-up is not new or edited.
+        link = strip_tracking_params(raw_link) if raw_link else None
         summary = _summary_html(entry, base)
         enclosures = _enclosures(entry, base)
         if not (item_title or link or summary or enclosures or entry.get("id")):
@@ -338,8 +350,8 @@ def parse_feed(
         updated = entry_date(entry, "updated", month_first, notes)
         published = entry_date(entry, "published", month_first, notes) or updated
         published = published or entry_date(entry, "created", month_first, notes)
-        content_hash = _content_hash(item_title, link, summary)
-        key = _item_key(entry, item_title, link, summary)
+        content_hash = _content_hash(item_title, raw_link, summary)
+        key = _item_key(entry, item_title, raw_link, summary)
         drafts.append(
             ParsedItem(
                 key=key,

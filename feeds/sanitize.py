@@ -4,6 +4,8 @@ Feed HTML is untrusted. `sanitize_html` reduces it to the tag set the Matrix spe
 suggests for `org.matrix.custom.html` (so the same string is safe for Matrix, email and the web
 UI), `html_to_text` gives the readable plain text used for `body` fields and titles, and
 `truncate_html` shortens sanitized HTML by visible length without breaking its structure.
+Trackers go on the way: 1x1 (or 0x0) images and ``utm_*``, ``fbclid`` and ``gclid`` query
+parameters of links and images (`strip_tracking_params`), so a reader is not followed.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import nh3
 
-__all__ = ["MATRIX_ALLOWED_TAGS", "html_to_text", "sanitize_html", "truncate_html"]
+__all__ = [
+    "MATRIX_ALLOWED_TAGS",
+    "html_to_text",
+    "sanitize_html",
+    "strip_tracking_params",
+    "truncate_html",
+]
 
 # Client-Server API, "m.room.message msgtypes" (v1.10+: `font` deprecated, `strike` became `s`).
 MATRIX_ALLOWED_TAGS: frozenset[str] = frozenset(
@@ -73,11 +81,43 @@ _CLEAN_CONTENT_TAGS = {"script", "style", "mx-reply", "noscript", "template", "t
 _URL_SCHEMES = {"http", "https", "mailto"}
 
 
+_TRACKING_PARAM = re.compile(r"(?:utm_[a-z0-9_]*|fbclid|gclid)", re.IGNORECASE)
+# nh3 writes every attribute as name="value": a pixel is an image no wider or taller than 1.
+_IMG_TAG = re.compile(r"<img\b[^>]*>")
+_PIXEL_SIDE = re.compile(r'\b(width|height)="\s*([01])(?:px)?\s*"')
+
+
+def strip_tracking_params(url: str) -> str:
+    """``url`` without ``utm_*``, ``fbclid`` and ``gclid`` query parameters (the others, and
+    their order and spelling, are kept)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [
+        p for p in parts.query.split("&")
+        if p and not _TRACKING_PARAM.fullmatch(p.split("=", 1)[0])
+    ]  # fmt: skip
+    query = "&".join(kept)
+    if query == parts.query:
+        return url
+    return urlunsplit(parts._replace(query=query))
+
+
+def _drop_pixels(html: str) -> str:
+    def check(m: re.Match[str]) -> str:
+        sides = {name for name, _ in _PIXEL_SIDE.findall(m.group())}
+        return "" if sides == {"width", "height"} else m.group()
+
+    return _IMG_TAG.sub(check, html) if "<img" in html else html
+
+
 def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
     if tag == "code" and attr == "class":
         # Only syntax-highlighting hints survive, as the spec allows.
         kept = [c for c in value.split() if c.startswith("language-")]
         return " ".join(kept) or None
+    if (tag, attr) in (("a", "href"), ("img", "src")):
+        return strip_tracking_params(value)
     return value
 
 
@@ -109,7 +149,7 @@ def sanitize_html(html: str, *, base_url: str | None = None, keep_images: bool =
         link_rel=None,
         strip_comments=True,
     )
-    return cleaned.strip()
+    return _drop_pixels(cleaned).strip()
 
 
 _BLOCK_TAGS = frozenset(

@@ -32,9 +32,13 @@ from network.delivery.channels import ChannelSender
 from network.delivery.outbox import Delivery
 from network.delivery.state import DeliveryPolicy
 from network.errors import ServiceFailed, StartupFailed
+from network.feedadmin.manage import FeedAdmin
+from network.feedadmin.messages import HELP as FEED_HELP
+from network.feedadmin.room import FeedRoomCommands
 from network.leadership import Leadership
 from network.matrix.gateway import MatrixGateway
 from network.polling.poller import Poller
+from network.routing.catalog import FeedCatalog
 from network.routing.router import Router
 from network.settings.model import Settings, secret
 from network.storage import Storage
@@ -52,6 +56,16 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
 EventHook = Callable[[str, nio.Event], Awaitable[None]]
+
+
+def _feed_command(room: FeedRoomCommands) -> Command:
+    async def handler(ctx: CommandContext) -> Reply:
+        answer = await room.handle(ctx.room_id, ctx.sender, ctx.args)
+        return Reply(answer.text, answer.html)
+
+    return Command(
+        "feed", FEED_HELP.format(level=room.level), "!feed add URL | list | ...", handler
+    )
 
 
 def _update_command(updates: CohortUpdates) -> Command:
@@ -98,7 +112,9 @@ class Service:
             max_concurrency=settings.polling.concurrency,
             per_host=settings.polling.per_host,
         )
-        self.router = Router(settings)
+        # The feeds and routes in force: the file's and those managed live (database).
+        self.catalog = FeedCatalog(settings)
+        self.router = Router(settings, self.catalog)
         d = settings.delivery
         self.delivery = Delivery(
             storage,
@@ -137,6 +153,16 @@ class Service:
             item_hooks=[self.digests.items_stored],
             cycle_hooks=[self.digests.wake],
         )
+        # Feeds managed live, from rooms (!feed) and the dashboard.
+        self.feed_admin = FeedAdmin(
+            settings,
+            storage,
+            self.fetcher,
+            self.catalog,
+            first_poll=self._first_poll,
+            on_change=self.delivery.wake,
+        )
+        self.feed_room = FeedRoomCommands(self.feed_admin, self.matrix)
         # Community of practice: welcomes and !update in cohort rooms, webinar reminders.
         # !update runs as one of the bot's commands (listed by !help, one reply each); the
         # cohort hook keeps prompt replies and client-side edits of updates.
@@ -153,7 +179,7 @@ class Service:
             settings,
             storage,
             self.matrix,
-            commands=[_update_command(self.cohort_updates)],
+            commands=[_update_command(self.cohort_updates), _feed_command(self.feed_room)],
             subscribe=functools.partial(subscribe_from_matrix, self.subscriptions),
         )
         # The sync loop calls every hook for every timeline event. The delivery hook
@@ -208,10 +234,16 @@ class Service:
             if cohort.id == cohort_id:
                 return cohort.name
         try:
-            feed = self.settings.feed(feed_id)
+            feed = self.catalog.feed(feed_id)
         except KeyError:
             return feed_id
         return feed.title or feed.id
+
+    async def _first_poll(self, feed_id: str) -> None:
+        """A feed just added live: store what it holds now as seen (never posted)."""
+        state = await self.storage.feed_state(feed_id)
+        if state is not None:
+            await self.poller.poll_feed(self.catalog.feed(feed_id), state)
 
     async def notify_ops(self, text: str) -> None:
         room = self.settings.network.ops_room

@@ -23,6 +23,7 @@ from feeds.parse import ParsedItem
 from feeds.parsepool import parse_feed_in_process, shutdown_parse_pool
 from feeds.schedule import HINT_CAP_S, backoff_delay, dedupe_keys, next_check
 from network.polling.changes import worth_an_edit
+from network.routing.catalog import FeedCatalog
 from network.routing.router import Router
 from network.settings.model import FeedSettings, Settings
 from network.storage import FeedState, ItemInput, Storage, StoreResult
@@ -139,8 +140,20 @@ class Poller:
             for r in settings.kind_rules
         ) + tuple(DEFAULT_RULES)
 
+    @property
+    def catalog(self) -> FeedCatalog:
+        """The feeds in force (the file's and the live ones): the router's view."""
+        return self.router.catalog
+
+    def polled_feeds(self) -> tuple[FeedSettings, ...]:
+        """The file's feeds, then the live ones that are not paused."""
+        return self.settings.feeds + tuple(
+            f.settings for f in self.catalog.live_feeds() if not f.paused
+        )
+
     async def prepare(self) -> None:
         await self.storage.sync_feeds([(f.id, f.url) for f in self.settings.feeds])
+        await self.catalog.reload(self.storage)
 
     def interval(self, feed: FeedSettings) -> float:
         return (feed.interval or self.settings.polling.default_interval).total_seconds()
@@ -148,7 +161,7 @@ class Poller:
     async def due_feeds(self, now: datetime) -> list[tuple[FeedSettings, FeedState]]:
         states = {s.id: s for s in await self.storage.feed_states()}
         due = []
-        for feed in self.settings.feeds:
+        for feed in self.polled_feeds():
             state = states.get(feed.id)
             if state is None or state.status == "gone":
                 continue
@@ -163,7 +176,7 @@ class Poller:
         now = self.clock()
         if force:
             states = {s.id: s for s in await self.storage.feed_states()}
-            due = [(f, states[f.id]) for f in self.settings.feeds if f.id in states]
+            due = [(f, states[f.id]) for f in self.polled_feeds() if f.id in states]
         else:
             due = await self.due_feeds(now)
         limits = CycleLimits(
@@ -225,7 +238,7 @@ class Poller:
         now = self.clock()
         # Only configured feeds: a feed taken out of the config keeps its row (its items
         # and history) but is never due again.
-        configured = {f.id for f in self.settings.feeds}
+        configured = {f.id for f in self.polled_feeds()}
         times = [
             s.next_check
             for s in await self.storage.feed_states()
@@ -258,6 +271,9 @@ class Poller:
                     last_modified=state.last_modified,
                     previous_hash=state.body_hash,
                     now=now,
+                    # A feed added live may not use private addresses unless allowed.
+                    allow_private=self.catalog.live(feed.id) is None
+                    or self.settings.feeds_admin.allow_private,
                 )
             except FetchError as e:
                 failure = e

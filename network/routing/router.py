@@ -9,6 +9,8 @@ Templates: an item can match several routes that name the same room. The templat
 for that room is the one of the *first* matching route (in config order) that names the
 room and has a ``matrix_template``; routes without a template do not hide later ones.
 The same rule picks the ``channel_template`` for an apprise URL (by channel name).
+Live feeds and routes (network/routing/catalog.py) join the file's after them; a live
+feed's keep/block filters decide first whether its item goes anywhere.
 Templates are looked up when a message is sent, against the config then in force, so a
 corrected template also applies to messages still waiting in the outbox.
 """
@@ -21,7 +23,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from feeds.sanitize import html_to_text
+from network.errors import ConfigError
 from network.route_templates import RouteTemplate, compile_template
+from network.routing.catalog import FeedCatalog
 from network.settings.model import RouteSettings, Settings
 from network.storage import Target
 
@@ -73,32 +77,47 @@ def route_matches(route: RouteSettings, feed_id: str, item: Routable, cohort: st
 
 
 class Router:
-    def __init__(self, settings: Settings) -> None:
+    """Reads the routes in force from a `FeedCatalog` (the file's, and the live ones), so a
+    route or feed changed live applies to the next item without a restart."""
+
+    def __init__(self, settings: Settings, catalog: FeedCatalog | None = None) -> None:
         self.settings = settings
-        # Already checked when the settings were loaded; compiled once here.
-        self._matrix: dict[int, RouteTemplate] = {}
-        self._channel: dict[int, RouteTemplate] = {}
+        self.catalog = catalog if catalog is not None else FeedCatalog(settings)
+        # The file's templates were checked when the settings were loaded, live ones when
+        # they were saved; each is compiled once here, by its text.
+        self._templates: dict[tuple[str, bool], RouteTemplate] = {}
         for i, route in enumerate(settings.routes):
             path = f"routes[{i}]"
             if route.matrix_template:
-                self._matrix[i] = compile_template(
-                    route.matrix_template, html=True, path=f"{path}.matrix_template"
-                )
+                self._template(route.matrix_template, True, f"{path}.matrix_template")
             if route.channel_template:
-                self._channel[i] = compile_template(
-                    route.channel_template, html=False, path=f"{path}.channel_template"
-                )
+                self._template(route.channel_template, False, f"{path}.channel_template")
+
+    def _template(self, source: str, html: bool, path: str = "route") -> RouteTemplate | None:
+        key = (source, html)
+        if key not in self._templates:
+            try:
+                self._templates[key] = compile_template(source, html=html, path=path)
+            except ConfigError:
+                if path != "route":
+                    raise
+                return None  # a stored template that a later libhub refuses: default layout
+        return self._templates[key]
 
     def targets(self, feed_id: str, item: Routable, *, cohort: str | None = None) -> list[Target]:
+        if not self.catalog.passes_filters(
+            feed_id, item.title, tuple(item.categories), item.summary_html
+        ):
+            return []  # held back by the feed's keep/block filters
         rooms: list[str] = []
         channels: list[str] = []
         try:
-            feed = self.settings.feed(feed_id)
+            feed = self.catalog.feed(feed_id)
             rooms.extend(feed.rooms)
             channels.extend(feed.channels)
         except KeyError:
             pass  # cohort updates and other internal sources have no feed entry
-        for route in self.settings.routes:
+        for route in self.catalog.routes():
             if route_matches(route, feed_id, item, cohort):
                 rooms.extend(route.rooms)
                 channels.extend(route.channels)
@@ -108,14 +127,15 @@ class Router:
         self, feed_id: str, item: Routable, room: str, *, cohort: str | None = None
     ) -> RouteTemplate | None:
         """The template for ``item`` in the configured room ``room`` (None: default layout)."""
-        for i, route in enumerate(self.settings.routes):
-            template = self._matrix.get(i)
+        for route in self.catalog.routes():
             if (
-                template is not None
+                route.matrix_template
                 and room in route.rooms
                 and route_matches(route, feed_id, item, cohort)
             ):
-                return template
+                template = self._template(route.matrix_template, True)
+                if template is not None:
+                    return template
         return None
 
     def channel_template(
@@ -128,13 +148,16 @@ class Router:
         cohort: str | None = None,
     ) -> RouteTemplate | None:
         """The template for ``item`` sent to the apprise ``url`` of ``channel``."""
-        for i, route in enumerate(self.settings.routes):
-            template = self._channel.get(i)
-            if template is None or not route_matches(route, feed_id, item, cohort):
+        for route in self.catalog.routes():
+            if not route.channel_template or not route_matches(route, feed_id, item, cohort):
                 continue
             for name in route.channels:
-                if name == channel or url in self.settings.channels[name].urls:
-                    return template
+                if name == channel or (
+                    name in self.settings.channels and url in self.settings.channels[name].urls
+                ):
+                    template = self._template(route.channel_template, False)
+                    if template is not None:
+                        return template
         return None
 
 
@@ -146,6 +169,8 @@ def _targets(settings: Settings, rooms: Sequence[str], channels: Sequence[str]) 
             seen.add(("matrix", room))
             out.append(Target("matrix", room))
     for name in channels:
+        if name not in settings.channels:
+            continue  # a live route naming a channel taken out of the file since
         for url in settings.channels[name].urls:
             if ("apprise", url) not in seen:
                 seen.add(("apprise", url))

@@ -568,6 +568,26 @@ class DashboardSettings:
 
 
 @dataclass(frozen=True)
+class FeedsAdminSettings:
+    """Feeds managed live, from a room (``!feed``) or the dashboard (network/feedadmin/)."""
+
+    # The room power level a member needs for !feed add/remove/template/filter/pause/resume
+    # (50 is Element's "Moderator"); !feed list is for everyone.
+    power_level: int = 50
+    # Feeds on private or local addresses (10.x, 192.168.x, 127.x, ...); off, so a room
+    # member cannot point libhub at the machine's own services or the local network.
+    allow_private: bool = False
+    # How many items the confirmation and the dashboard preview show.
+    preview_items: int = 3
+
+    def validate(self, path: str) -> None:
+        if not 0 <= self.power_level <= 100:
+            raise ConfigError("expected 0 to 100", path=f"{path}.power_level")
+        if not 0 <= self.preview_items <= 10:
+            raise ConfigError("expected 0 to 10", path=f"{path}.preview_items")
+
+
+@dataclass(frozen=True)
 class Settings:
     matrix: MatrixSettings
     network: NetworkSettings = NetworkSettings()
@@ -586,6 +606,7 @@ class Settings:
     webinars: WebinarSettings = WebinarSettings()
     dashboard: DashboardSettings = DashboardSettings()
     digests: DigestSettings = DigestSettings()
+    feeds_admin: FeedsAdminSettings = FeedsAdminSettings()
     # Where the file was read from; relative paths are resolved against it.
     base_dir: Path = Path(".")
 

@@ -15,6 +15,7 @@ from network.storage.cohorts import CommunityStore
 from network.storage.digest_runs import DigestRunStore
 from network.storage.feeds import FeedStore
 from network.storage.instances import Instance, InstanceStore
+from network.storage.live_feeds import LiveFeedStore
 from network.storage.outbox import OutboxStore
 from network.storage.personal_mail import PersonalMailStore
 from network.storage.records import (
@@ -45,6 +46,7 @@ class Storage(
     ArchiveStore,
     InstanceStore,
     UndecryptedStore,
+    LiveFeedStore,
 ):
     """The database of one libhub instance. Open with ``await Storage.open(path)``."""
 
