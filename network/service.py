@@ -29,13 +29,16 @@ from network.community.cohorts import Community
 from network.community.updates import UPDATE_HELP, CohortUpdates, cohort_of_feed
 from network.community.webinars import WebinarReminders
 from network.delivery.channels import ChannelSender
+from network.delivery.moderation import Moderation
 from network.delivery.outbox import Delivery
 from network.delivery.state import DeliveryPolicy
+from network.delivery.webhooks import Webhooks
 from network.errors import ServiceFailed, StartupFailed
 from network.matrix.gateway import MatrixGateway
 from network.polling.poller import Poller
 from network.routing.router import Router
 from network.settings.model import Settings, secret
+from network.settings.moderation import HOOK_FEED_PREFIX
 from network.storage import Storage
 from network.storage.lock import service_lock
 from network.subscriptions.digests.runner import DigestRunner
@@ -113,6 +116,13 @@ class Service:
             cohort_of=lambda item: cohort_of_feed(item.feed_id),
             zone=ZoneInfo(settings.network.timezone),
         )
+        # Moderation: held deliveries wait for a coordinator (dashboard or ops-room reaction).
+        self.moderation = Moderation(
+            settings, storage, self.matrix,
+            on_released=self.delivery.wake, source_title=self.feed_title,
+        )  # fmt: skip
+        # Inbound webhooks store items like a poll does.
+        self.webhooks = Webhooks(settings, storage, self.router, on_queued=self._queued)
         # Subscribers: double opt-in, digests and notices by email (pooled SMTP) or apprise.
         web_secret = secret(settings.web.secret_env)
         self.subscriptions = Subscriptions(
@@ -129,7 +139,7 @@ class Service:
             storage,
             self.fetcher,
             router=self.router,
-            on_queued=self.delivery.wake,
+            on_queued=self._queued,
             notify_ops=self.notify_ops if settings.network.ops_room else None,
             item_hooks=[self.digests.items_stored],
             cycle_hooks=[self.digests.wake],
@@ -140,7 +150,7 @@ class Service:
         self.community = Community(settings, self.matrix, storage)
         self.cohort_updates = CohortUpdates(
             settings, self.matrix, storage, self.router, self.community,
-            on_queued=self.delivery.wake,
+            on_queued=self._queued,
             on_new_items=self.digests.queue_items,
             handle_commands=False,
         )  # fmt: skip
@@ -160,6 +170,7 @@ class Service:
             self.community.on_event,
             self.cohort_updates.on_event,
             self.assistant.on_event,
+            self.moderation.on_event,
         ]
         self.web = WebContext(
             settings=settings,
@@ -171,6 +182,8 @@ class Service:
             community=self.community,
             digests=self.digests,
             feed_title=self.feed_title,
+            moderation=self.moderation,
+            webhooks=self.webhooks,
         )
         self.started = asyncio.Event()
         self._web_runner: web.AppRunner | None = None
@@ -203,7 +216,18 @@ class Service:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _queued(self) -> None:
+        """New outbox rows: deliver what is due, announce what is held."""
+        self.delivery.wake()
+        self.moderation.wake.set()
+
     def feed_title(self, feed_id: str) -> str:
+        if feed_id.startswith(HOOK_FEED_PREFIX):
+            try:
+                hook = self.settings.hook(feed_id[len(HOOK_FEED_PREFIX) :])
+            except KeyError:
+                return feed_id
+            return hook.title or hook.id
         cohort_id = cohort_of_feed(feed_id)
         for cohort in self.settings.cohorts if cohort_id else ():
             if cohort.id == cohort_id:
@@ -279,6 +303,7 @@ class Service:
             asyncio.create_task(self.webinars.run(stop), name="webinar-reminders"),
             asyncio.create_task(self.digests.run(stop), name="digests"),
             asyncio.create_task(self.assistant.run(stop), name="assistant"),
+            asyncio.create_task(self.moderation.run(stop), name="moderation"),
         ]
         failed: list[str] = []
 

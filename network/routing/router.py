@@ -9,6 +9,12 @@ Templates: an item can match several routes that name the same room. The templat
 for that room is the one of the *first* matching route (in config order) that names the
 room and has a ``matrix_template``; routes without a template do not hide later ones.
 The same rule picks the ``channel_template`` for an apprise URL (by channel name).
+
+Moderation: a target is *held* (it waits for a coordinator) when a matching route with
+``moderation = "hold"`` names it and the item comes from an unreviewed source (a member's
+update, a webhook, a feed with ``reviewed = false``), or when the item mentions one of
+``moderation.flag_words``, whatever the route. A target named by a holding route and by
+another one is held: the cautious answer wins.
 Templates are looked up when a message is sent, against the config then in force, so a
 corrected template also applies to messages still waiting in the outbox.
 """
@@ -18,11 +24,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from feeds.sanitize import html_to_text
 from network.route_templates import RouteTemplate, compile_template
 from network.settings.model import RouteSettings, Settings
+from network.settings.moderation import HOOK_FEED_PREFIX
 from network.storage import Target
 
 
@@ -89,20 +97,59 @@ class Router:
                     route.channel_template, html=False, path=f"{path}.channel_template"
                 )
 
+    def reviewed(self, feed_id: str, *, cohort: str | None = None) -> bool:
+        """Whether a coordinator vouches for the source: configured feeds, unless marked
+        ``reviewed = false``; never member updates or webhooks."""
+        if cohort is not None or feed_id.startswith((HOOK_FEED_PREFIX, "cohort:")):
+            return False
+        try:
+            return self.settings.feed(feed_id).reviewed
+        except KeyError:
+            return True  # internal sources the service writes itself
+
+    def flagged(self, item: Routable) -> bool:
+        """The item mentions one of ``moderation.flag_words``."""
+        words = self.settings.moderation.flag_words
+        if not words:
+            return False
+        text = _item_words(item.title, item.summary_html, tuple(item.categories))
+        return any(_mentions(text, w) for w in words)
+
     def targets(self, feed_id: str, item: Routable, *, cohort: str | None = None) -> list[Target]:
         rooms: list[str] = []
         channels: list[str] = []
+        held_rooms: set[str] = set()
+        held_channels: set[str] = set()
         try:
             feed = self.settings.feed(feed_id)
             rooms.extend(feed.rooms)
             channels.extend(feed.channels)
         except KeyError:
             pass  # cohort updates and other internal sources have no feed entry
+        if feed_id.startswith(HOOK_FEED_PREFIX):
+            try:
+                hook = self.settings.hook(feed_id[len(HOOK_FEED_PREFIX) :])
+                rooms.extend(hook.rooms)
+                channels.extend(hook.channels)
+            except KeyError:
+                pass  # a hook removed from the file: its routes still apply
+        unreviewed = not self.reviewed(feed_id, cohort=cohort)
         for route in self.settings.routes:
             if route_matches(route, feed_id, item, cohort):
                 rooms.extend(route.rooms)
                 channels.extend(route.channels)
-        return _targets(self.settings, rooms, channels)
+                if unreviewed and route.moderation == "hold":
+                    held_rooms.update(route.rooms)
+                    held_channels.update(route.channels)
+        out = _targets(self.settings, rooms, channels)
+        if self.flagged(item):
+            return [replace(t, held=True) for t in out]
+        return [
+            replace(t, held=True)
+            if (t.target in held_rooms if t.target_type == "matrix" else t.channel in held_channels)
+            else t
+            for t in out
+        ]
 
     def matrix_template(
         self, feed_id: str, item: Routable, room: str, *, cohort: str | None = None

@@ -6,12 +6,14 @@ connection; other modules get typed records from it and never see a row or a cur
 
 from __future__ import annotations
 
+from network.storage.audit import AuditStore
 from network.storage.base import SCHEMA_VERSION, Database, from_iso, now_iso
 from network.storage.bot_events import BotEventStore
 from network.storage.cases import CaseStore
 from network.storage.cohorts import CommunityStore
 from network.storage.digest_runs import DigestRunStore
 from network.storage.feeds import FeedStore
+from network.storage.moderation import ModerationStore
 from network.storage.outbox import OutboxStore
 from network.storage.personal_mail import PersonalMailStore
 from network.storage.records import (
@@ -25,6 +27,7 @@ from network.storage.records import (
 )
 from network.storage.state import StateStore
 from network.storage.subscribers import SubscriberStore
+from network.storage.trends import TrendStore
 
 
 class Storage(
@@ -37,6 +40,9 @@ class Storage(
     SubscriberStore,
     DigestRunStore,
     PersonalMailStore,
+    AuditStore,
+    ModerationStore,
+    TrendStore,
 ):
     """The database of one libhub instance. Open with ``await Storage.open(path)``."""
 

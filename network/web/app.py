@@ -14,7 +14,7 @@ from aiohttp import web
 
 from network.ratelimit import PerClientLimit
 from network.settings.checks import parse_networks
-from network.web import calendar, dashboard, dashboard_login, metrics
+from network.web import calendar, dashboard, dashboard_login, hooks, metrics
 from network.web.context import CONTEXT, FORM_LIMIT, TRUSTED_PROXIES, WebContext
 from network.web.security import security_middleware
 from network.web.subscribe import setup_subscribe_routes
@@ -77,4 +77,6 @@ def make_web_app(service: WebContext) -> web.Application:
     calendar.setup_routes(app)
     # Subscribers: subscribe, confirm, manage, one-click unsubscribe.
     setup_subscribe_routes(app)
+    # Inbound webhooks: events calendars and form tools post items.
+    hooks.setup_routes(app)
     return app
