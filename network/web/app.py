@@ -14,7 +14,15 @@ from aiohttp import web
 
 from network.ratelimit import PerClientLimit
 from network.settings.checks import parse_networks
-from network.web import calendar, dashboard, dashboard_login, hooks, metrics
+from network.web import (
+    calendar,
+    dashboard,
+    dashboard_login,
+    dashboard_review,
+    dashboard_trends,
+    hooks,
+    metrics,
+)
 from network.web.context import CONTEXT, FORM_LIMIT, TRUSTED_PROXIES, WebContext
 from network.web.security import security_middleware
 from network.web.subscribe import setup_subscribe_routes
@@ -71,6 +79,9 @@ def make_web_app(service: WebContext) -> web.Application:
     app.router.add_get("/healthz", healthz)
     # Community of practice: staff dashboard, Prometheus metrics, webinar calendar files.
     dashboard.setup_routes(app, service.settings)
+    if service.settings.dashboard.enabled:
+        dashboard_review.setup_routes(app)
+        dashboard_trends.setup_routes(app)
     if service.settings.dashboard.enabled and dashboard.matrix_login_enabled(service.settings):
         dashboard_login.setup_matrix_login(app)
     metrics.setup_routes(app)
