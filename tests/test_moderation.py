@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from network.devtools.devserver import free_port
+from network.routing.router import Router
 from network.service import Service
 from network.settings.model import Settings, parse_settings
 from network.storage import ItemInput, Storage, Target
@@ -265,3 +269,72 @@ async def test_trends_csv_and_page_count_seeded_activity_per_day(
     assert 'aria-labelledby="chart-delivered-title chart-delivered-desc"' in page
     assert "Items delivered, " in page and "3 deliveries in 90 days" in page
     assert '<table id="trends-table">' in page
+
+
+ROUTING = """
+[matrix]
+homeserver = "http://127.0.0.1:8008"
+user_id = "@bot:localhost"
+password_env = "PW"
+[channels.public]
+urls = ["json://127.0.0.1:9/public"]
+[[feeds]]
+id = "vetted"
+url = "https://example.org/vetted.xml"
+[[feeds]]
+id = "new-branch"
+url = "https://example.org/new.xml"
+reviewed = false
+[[cohorts]]
+id = "makers"
+name = "Makers"
+room = "#makers:localhost"
+[[routes]]
+channels = ["public"]
+rooms = ["#staff:localhost"]
+moderation = "hold"
+[[routes]]
+rooms = ["#everyone:localhost"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("feed_id", "cohort", "held"),
+    [
+        ("vetted", None, set()),
+        ("new-branch", None, {"public", "#staff:localhost"}),
+        ("cohort:makers", "makers", {"public", "#staff:localhost"}),
+    ],
+)
+def test_holding_routes_hold_unreviewed_sources_only(
+    feed_id: str, cohort: str | None, held: set[str]
+) -> None:
+    router = Router(parse_settings(ROUTING))
+    news = ItemInput(
+        key="k", kind="news", title="Makerspace opens", link=None, published=None, author=None,
+        categories=(), summary_html="", enclosures=(), event_start=None, content_hash="h",
+    )  # fmt: skip
+    targets = router.targets(feed_id, news, cohort=cohort)
+    assert {t.channel or t.target for t in targets} == {
+        "public", "#staff:localhost", "#everyone:localhost"
+    }  # fmt: skip
+    assert {t.channel or t.target for t in targets if t.held} == held
+
+
+def test_libhub_hooks_prints_each_signed_url(tmp_path: Path) -> None:
+    config = tmp_path / "libhub.toml"
+    config.write_text(
+        '[matrix]\nhomeserver = "http://127.0.0.1:8008"\nuser_id = "@b:localhost"\n'
+        'password_env = "PW"\n[web]\npublic_url = "https://hub.example.org"\n'
+        '[[hooks]]\nid = "forms"\n'
+    )
+    env = {**os.environ, "LIBHUB_SECRET": SECRET}
+    run = [sys.executable, "-m", "network.cli", "hooks", "-c", str(config)]
+    proc = subprocess.run(run, capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    url = "https://hub.example.org/hooks/" + hook_token(SECRET.encode(), "forms")
+    assert url in proc.stdout.splitlines()
+    env.pop("LIBHUB_SECRET")
+    proc = subprocess.run(run, capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 2
+    assert "web.secret_env: webhook URLs are signed with a secret" in proc.stderr

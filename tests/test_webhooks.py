@@ -116,6 +116,14 @@ async def test_webhook_refuses_clearly_and_delivers_each_accepted_post_once(
             ) as resp:
                 assert resp.status == 400
                 assert "not a JSON object" in (await resp.json())["message"]
+            # Form fields that are not UTF-8: 400, saying so.
+            async with http.post(
+                good,
+                data=b"name=\xff\xfe",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            ) as resp:
+                assert resp.status == 400
+                assert "form fields could not be read" in (await resp.json())["message"]
             # A flood: 5 per hour are accepted (one of them as form fields), the rest 429.
             statuses = []
             for n in range(8):

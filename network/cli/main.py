@@ -13,7 +13,17 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from network.cli import admin, assistance, cohorts, demo, digests, feeds, matrix, service
+from network.cli import (
+    admin,
+    assistance,
+    cohorts,
+    demo,
+    digests,
+    feeds,
+    hooks,
+    matrix,
+    service,
+)
 from network.cli.common import EXIT_CONFIG, Handler, Subparsers, err
 from network.errors import ConfigError, LibhubError
 
@@ -23,6 +33,7 @@ COMMANDS: tuple[tuple[str, Callable[[Subparsers], None]], ...] = (
     ("matrix-new-device", matrix.register),
     ("demo", demo.register),
     ("feeds", feeds.register),
+    ("hooks", hooks.register),
     ("cohorts", cohorts.register),
     ("admin", admin.register),
     ("ask, kb", assistance.register),

@@ -43,6 +43,7 @@ TOO_MANY = (
     "Try again later."
 )
 NOT_JSON = "The body is not a JSON object: {error}. Send one object, or form fields."
+BAD_FORM = "The form fields could not be read ({error}). Send them as UTF-8."
 BAD_TYPE = (
     "Send JSON (application/json) or form fields (application/x-www-form-urlencoded), not {ctype}."
 )
@@ -104,7 +105,7 @@ def _payload(request: web.Request, raw: bytes) -> dict[str, Any]:
             return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
         except UnicodeDecodeError as e:
             raise web.HTTPBadRequest(
-                text=json.dumps({"ok": False, "message": NOT_JSON.format(error=e)}),
+                text=json.dumps({"ok": False, "message": BAD_FORM.format(error=e.reason)}),
                 content_type="application/json",
             ) from e
     raise web.HTTPUnsupportedMediaType(
