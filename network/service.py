@@ -119,10 +119,8 @@ class Service:
         # Moderation: held deliveries wait for a coordinator (dashboard or ops-room reaction).
         self.moderation = Moderation(
             settings, storage, self.matrix,
-            on_released=self.delivery.wake, source_title=self.feed_title,
+            on_released=self._released, source_title=self.feed_title,
         )  # fmt: skip
-        # Inbound webhooks store items like a poll does.
-        self.webhooks = Webhooks(settings, storage, self.router, on_queued=self._queued)
         # Subscribers: double opt-in, digests and notices by email (pooled SMTP) or apprise.
         web_secret = secret(settings.web.secret_env)
         self.subscriptions = Subscriptions(
@@ -134,6 +132,11 @@ class Service:
             self.subscriptions,
             notify_ops=self.notify_ops if settings.network.ops_room else None,
         )
+        # Inbound webhooks store items like a poll does.
+        self.webhooks = Webhooks(
+            settings, storage, self.router,
+            on_queued=self._queued, on_new_items=self.digests.queue_items,
+        )  # fmt: skip
         self.poller = Poller(
             settings,
             storage,
@@ -220,6 +223,11 @@ class Service:
         """New outbox rows: deliver what is due, announce what is held."""
         self.delivery.wake()
         self.moderation.wake.set()
+
+    def _released(self) -> None:
+        """A coordinator approved held items: deliver them, and digest them."""
+        self.delivery.wake()
+        self.digests.wake()
 
     def feed_title(self, feed_id: str) -> str:
         if feed_id.startswith(HOOK_FEED_PREFIX):

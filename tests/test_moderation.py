@@ -120,6 +120,8 @@ async def test_held_items_wait_then_approved_ones_are_delivered_once(
         held = await service.storage.held_items()
         assert [h.item.title for h in held] == ["Seed library opens", "Book sale on Friday"]
         one, two = (h.item.id for h in held)
+        # Held items stay out of subscribers' digests too.
+        assert await service.storage.queue_entries(0, 100) == []
 
         assert await service.moderation.decide(one, approve=True, actor="dana") == 1
         assert await service.moderation.decide(two, approve=False, actor="dana") == 1
@@ -130,6 +132,7 @@ async def test_held_items_wait_then_approved_ones_are_delivered_once(
         await drain(service)
         audit = await service.storage.audit_entries()
         counts = await service.storage.outbox_counts()
+        digest_items = [e.item_id for e in await service.storage.queue_entries(0, 100)]
     finally:
         await service.close()
     assert got.messages.count("Seed library opens") == 1
@@ -138,6 +141,7 @@ async def test_held_items_wait_then_approved_ones_are_delivered_once(
         ("dana", "approve", f"item:{one}"),
         ("dana", "reject", f"item:{two}"),
     ]
+    assert digest_items == [one]  # approved: queued once; rejected: never
     assert counts.get("held", 0) == 0 and counts["rejected"] == 1 and counts["pending"] == 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -92,12 +92,14 @@ class Webhooks:
         router: Router,
         *,
         on_queued: Callable[[], None],
+        on_new_items: Callable[[Sequence[int]], Awaitable[None]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.router = router
         self.on_queued = on_queued
+        self.on_new_items = on_new_items
         self.clock = clock
 
     async def receive(
@@ -115,5 +117,8 @@ class Webhooks:
         )
         if result.queued:
             self.on_queued()
+        if result.new and self.on_new_items is not None:
+            stored = await self.storage.item_ids_by_key(hook.feed_id, [item.key])
+            await self.on_new_items(stored)
         held = sum(t.held for t in found) if result.new else 0
         return HookResult(item.key, bool(result.new), result.queued, held)

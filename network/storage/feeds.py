@@ -259,6 +259,16 @@ class FeedStore(Database):
         rows = await self.fetchall(f"SELECT * FROM items WHERE id IN ({marks})", tuple(ids))
         return {int(r["id"]): Item.from_row(r) for r in rows}
 
+    async def item_ids_by_key(self, feed_id: str, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        marks = ",".join("?" * len(keys))
+        rows = await self.fetchall(
+            f"SELECT id FROM items WHERE feed_id = ? AND key IN ({marks}) ORDER BY id",
+            (feed_id, *keys),
+        )
+        return [int(r[0]) for r in rows]
+
     async def item_count(self) -> int:
         row = await self.fetchone("SELECT COUNT(*) FROM items")
         return int(row[0]) if row else 0

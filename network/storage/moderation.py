@@ -2,7 +2,8 @@
 
 Held rows (status ``held``) were written with their item like any delivery. Approving an
 item makes its held rows ``pending`` (the delivery loop then sends each exactly once, with
-the transaction id it got when it was queued); rejecting makes them ``rejected``. Both are
+the transaction id it got when it was queued); rejecting makes them ``rejected``. Approving also
+queues the item for subscribers' digests, which held items stay out of. Both are
 conditional on the rows still being held, so a second click, or a reaction after a click,
 changes nothing and writes no second audit row.
 """
@@ -100,6 +101,12 @@ class ModerationStore(Database):
                     (f"rejected by {actor}", item_id),
                 )
             changed = int(cur.rowcount)
+            if changed and approve:
+                # Kept out of the digest queue while held: subscribers get it from now on.
+                await conn.execute(
+                    "INSERT OR IGNORE INTO digest_queue (item_id, queued_at) VALUES (?, ?)",
+                    (item_id, stamp),
+                )
             if changed:
                 text = str(found["title"])
                 await audit_row(
