@@ -342,3 +342,26 @@ def test_libhub_hooks_prints_each_signed_url(tmp_path: Path) -> None:
     proc = subprocess.run(run, capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 2
     assert "web.secret_env: webhook URLs are signed with a secret" in proc.stderr
+
+
+async def test_a_withdrawn_member_update_leaves_the_moderation_queue(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    async with await Storage.open(tmp_path / "libhub.db") as storage:
+        update = ItemInput(
+            key="$ev1", kind="cohort-update", title="We lent hotspots", link=None,
+            published=now, author=None, categories=(), summary_html="", enclosures=(),
+            event_start=None, content_hash="h1",
+        )  # fmt: skip
+        await storage.store_items(
+            "cohort:makers", [update],
+            targets=lambda _i: [Target("apprise", "json://127.0.0.1:9/p", "public", held=True)],
+            post=lambda _i: True, edit_window=timedelta(days=1), now=now,
+        )  # fmt: skip
+        await storage.record_cohort_update(
+            event_id="$ev1", feed_id="cohort:makers", cohort_id="makers", room_id="!r:x",
+            sender="@ana:x", library=None, now=now,
+        )  # fmt: skip
+        assert [h.item.title for h in await storage.held_items()] == ["We lent hotspots"]
+        await storage.withdraw_cohort_update("$ev1", now)
+        assert await storage.held_items() == []
+        assert await storage.held_without_notice() == []
