@@ -1,7 +1,8 @@
 """Moderation and trends in headless Chromium, with a real Synapse and the public channel an
 apprise ``json://`` receiver: two webhook items are held on a moderated route and announced
 in the ops room; a coordinator approves one on the dashboard and it reaches the channel once;
-another coordinator approves the other with a ✅ reaction on the bot's notice; the audit log
+another coordinator approves the other with a ✅ reaction on the bot's notice (a member
+who is not a coordinator cannot reject it); the audit log
 shows both decisions; the trends page shows accessible charts and their table."""
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ async def test_held_items_are_approved_on_the_dashboard_and_by_reaction(
     bot_env["MOD_BOT_PW"] = bot.password
     bot_env["LIBHUB_SECRET"] = SECRET
     coordinator = reader.user_id
+    stranger = await new_user(synapse, "mstranger", admin)
     ops_room = await reader.create_room(public=True, name="Ops")
     got = Receiver()
     channel_app = web.Application()
@@ -139,7 +141,22 @@ notice_every = "1s"
                     lambda: "Seed swap Saturday" in got.messages, what="the approved item"
                 )
 
-                # The other one by a reaction of a coordinator in the ops room.
+                # The other one by reactions in the ops room: a member who is not a
+                # coordinator rejects it first, which is ignored (events are handled in
+                # order, so the later approval would change nothing if it had counted).
+                async with MatrixReader(synapse.url, stranger) as other:
+                    await other.join(ops_room)
+                    await other.send(
+                        ops_room,
+                        {
+                            "m.relates_to": {
+                                "rel_type": "m.annotation",
+                                "event_id": teen_notice["event_id"],
+                                "key": "❌",
+                            }
+                        },
+                        event_type="m.reaction",
+                    )
                 await reader.send(
                     ops_room,
                     {
