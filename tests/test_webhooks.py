@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from network.devtools.devserver import free_port
 from network.service import Service
 from network.settings.model import parse_settings
-from network.tokens import hook_token
+from network.tokens import hook_of_token, hook_token, hook_token_valid
 from tests.test_delivery_kit import drain
 
 SECRET = "webhook-test-secret-0123456789"
@@ -175,3 +175,18 @@ async def test_a_repeated_post_is_stored_once(
     finally:
         await service.close()
     assert [m["message"] for m in got.messages] == ["Maker night https://lib.example.org/m"]
+
+
+def test_hook_tokens_name_their_hook_and_survive_a_secret_rotation() -> None:
+    old, new = b"the-old-secret-0123456789", b"the-new-secret-0123456789"
+    token = hook_token(old, "events")
+    assert hook_of_token(token) == "events"
+    assert hook_token(old, "events") == token  # the same URL every time it is printed
+    assert not hook_token_valid(new, token)
+    assert hook_token_valid(new, token, previous=[old])
+    other = hook_token(old, "forms")
+    # One hook's signature does not open another hook.
+    forged = "forms." + token.partition(".")[2]
+    assert forged != other and not hook_token_valid(old, forged)
+    assert not hook_token_valid(old, token[:-2] + "é")
+    assert hook_of_token("no-dot") is None and hook_of_token("UPPER.x") is None

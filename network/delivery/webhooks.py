@@ -40,6 +40,7 @@ class HookRefused(LibhubError):
 class HookResult:
     item_key: str
     new: bool
+    updated: bool
     queued: int
     held: int
 
@@ -121,4 +122,4 @@ class Webhooks:
             stored = await self.storage.item_ids_by_key(hook.feed_id, [item.key])
             await self.on_new_items(stored)
         held = sum(t.held for t in found) if result.new else 0
-        return HookResult(item.key, bool(result.new), result.queued, held)
+        return HookResult(item.key, bool(result.new), bool(result.updated), result.queued, held)

@@ -50,6 +50,7 @@ BAD_TYPE = (
 ACCEPTED = "Accepted: the item is queued for delivery."
 HELD = "Accepted: the item waits for a coordinator's approval before public channels."
 ALREADY = "Already received: this item was stored before and is not posted again."
+UPDATED = "Updated: the item was stored before; recent room posts of it are corrected."
 
 HOOK_LIMITS: web.AppKey[dict[str, PerClientLimit]] = web.AppKey("hook_limits")
 
@@ -157,7 +158,8 @@ async def receive_hook(request: web.Request) -> web.StreamResponse:
         return _text(422, str(e))
     body = {"ok": True, "key": result.item_key, "queued": result.queued, "held": result.held}
     if not result.new:
-        return web.json_response({**body, "message": ALREADY}, status=200)
+        message = UPDATED if result.updated else ALREADY
+        return web.json_response({**body, "message": message}, status=200)
     message = HELD if result.held else ACCEPTED
     return web.json_response({**body, "message": message}, status=202)
 
