@@ -240,3 +240,57 @@ def render_channel(
         item, feed_title=feed_title, feed_link=feed_link, html=False, zone=zone
     )
     return template.render(variables)
+
+
+# -- webhook templates -----------------------------------------------------------------------
+# A webhook's ``[hooks.template]`` turns the posted payload (JSON object, or form fields)
+# into an item. Same sandbox; one variable, ``payload``; a missing field renders as "" (a
+# calendar that leaves out a location must not lose the event), but the title must not
+# come out empty (checked when the hook is called).
+
+PAYLOAD_VARIABLES: tuple[str, ...] = ("payload",)
+_SAMPLE_PAYLOAD = {
+    "title": "Story time in the park",
+    "url": "https://libraries.example.org/events/42",
+    "description": "Bring a blanket.",
+    "start": "2026-12-01T15:00:00Z",
+}
+
+
+def _payload_environment() -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(autoescape=False, trim_blocks=True, lstrip_blocks=True)
+
+
+@lru_cache(maxsize=256)
+def _payload_compiled(source: str) -> Template:
+    return _payload_environment().from_string(source)
+
+
+def check_payload_template(source: str, *, path: str) -> None:
+    """A `ConfigError` at ``path`` unless ``source`` is a usable webhook template."""
+    if len(source) > MAX_TEMPLATE_CHARS:
+        raise ConfigError(
+            f"template is {len(source)} characters long; keep it under {MAX_TEMPLATE_CHARS}",
+            path=path,
+        )
+    env = _payload_environment()
+    try:
+        names = meta.find_undeclared_variables(env.parse(source))
+    except TemplateError as e:
+        raise ConfigError(f"template syntax error: {e}", path=path) from e
+    unknown = sorted(names - set(PAYLOAD_VARIABLES))
+    if unknown:
+        raise ConfigError(
+            f"unknown template variable(s) {', '.join(unknown)}; a webhook template sees "
+            "only `payload` (the posted JSON object or form fields)",
+            path=path,
+        )
+    try:
+        render_payload(source, _SAMPLE_PAYLOAD)
+    except TemplateError as e:
+        raise ConfigError(f"template fails on a sample payload: {e}", path=path) from e
+
+
+def render_payload(source: str, payload: Mapping[str, object]) -> str:
+    """Render a webhook template; raises `jinja2.TemplateError` when it cannot."""
+    return _payload_compiled(source).render(payload=payload).strip()

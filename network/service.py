@@ -29,8 +29,10 @@ from network.community.cohorts import Community
 from network.community.updates import UPDATE_HELP, CohortUpdates, cohort_of_feed
 from network.community.webinars import WebinarReminders, webinar_calendar_links
 from network.delivery.channels import ChannelSender
+from network.delivery.moderation import Moderation
 from network.delivery.outbox import Delivery
 from network.delivery.state import DeliveryPolicy
+from network.delivery.webhooks import Webhooks
 from network.errors import ServiceFailed, StartupFailed
 from network.feedadmin.manage import FeedAdmin
 from network.feedadmin.messages import HELP as FEED_HELP
@@ -41,6 +43,7 @@ from network.polling.poller import Poller
 from network.routing.catalog import FeedCatalog
 from network.routing.router import Router
 from network.settings.model import Settings, secret
+from network.settings.moderation import HOOK_FEED_PREFIX
 from network.storage import Storage
 from network.storage.dialect import POSTGRESQL
 from network.storage.lock import service_lock
@@ -132,6 +135,11 @@ class Service:
             zone=ZoneInfo(settings.network.timezone),
             calendar_links=lambda item: webinar_calendar_links(settings.web.public_url, item),
         )
+        # Moderation: held deliveries wait for a coordinator (dashboard or ops-room reaction).
+        self.moderation = Moderation(
+            settings, storage, self.matrix,
+            on_released=self._released, source_title=self.feed_title,
+        )  # fmt: skip
         # Subscribers: double opt-in, digests and notices by email (pooled SMTP) or apprise.
         web_secret = secret(settings.web.secret_env)
         self.subscriptions = Subscriptions(
@@ -143,12 +151,17 @@ class Service:
             self.subscriptions,
             notify_ops=self.notify_ops if settings.network.ops_room else None,
         )
+        # Inbound webhooks store items like a poll does.
+        self.webhooks = Webhooks(
+            settings, storage, self.router,
+            on_queued=self._queued, on_new_items=self.digests.queue_items,
+        )  # fmt: skip
         self.poller = Poller(
             settings,
             storage,
             self.fetcher,
             router=self.router,
-            on_queued=self.delivery.wake,
+            on_queued=self._queued,
             notify_ops=self.notify_ops if settings.network.ops_room else None,
             item_hooks=[self.digests.items_stored],
             cycle_hooks=[self.digests.wake],
@@ -169,7 +182,7 @@ class Service:
         self.community = Community(settings, self.matrix, storage)
         self.cohort_updates = CohortUpdates(
             settings, self.matrix, storage, self.router, self.community,
-            on_queued=self.delivery.wake,
+            on_queued=self._queued,
             on_new_items=self.digests.queue_items,
             handle_commands=False,
         )  # fmt: skip
@@ -189,6 +202,7 @@ class Service:
             self.community.on_event,
             self.cohort_updates.on_event,
             self.assistant.on_event,
+            self.moderation.on_event,
         ]
         self.web = WebContext(
             settings=settings,
@@ -200,6 +214,8 @@ class Service:
             community=self.community,
             digests=self.digests,
             feed_title=self.feed_title,
+            moderation=self.moderation,
+            webhooks=self.webhooks,
         )
         if settings.network.ops_room:
             self.matrix.ratelimits.notify = self.notify_ops
@@ -228,7 +244,23 @@ class Service:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _queued(self) -> None:
+        """New outbox rows: deliver what is due, announce what is held."""
+        self.delivery.wake()
+        self.moderation.wake.set()
+
+    def _released(self) -> None:
+        """A coordinator approved held items: deliver them, and digest them."""
+        self.delivery.wake()
+        self.digests.wake()
+
     def feed_title(self, feed_id: str) -> str:
+        if feed_id.startswith(HOOK_FEED_PREFIX):
+            try:
+                hook = self.settings.hook(feed_id[len(HOOK_FEED_PREFIX) :])
+            except KeyError:
+                return feed_id
+            return hook.title or hook.id
         cohort_id = cohort_of_feed(feed_id)
         for cohort in self.settings.cohorts if cohort_id else ():
             if cohort.id == cohort_id:
@@ -307,6 +339,7 @@ class Service:
             asyncio.create_task(self.webinars.run(term), name="webinar-reminders"),
             asyncio.create_task(self.digests.run(term), name="digests"),
             asyncio.create_task(self.assistant.run(term), name="assistant"),
+            asyncio.create_task(self.moderation.run(term), name="moderation"),
         ]
 
     async def run(self, stop: asyncio.Event) -> None:

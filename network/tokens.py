@@ -236,3 +236,41 @@ def verify_token(
         expires_at=expires_at,
         nonce=nonce,
     )
+
+
+# -- webhook tokens ----------------------------------------------------------------------------
+# A hook's URL is given once to a calendar or form tool and used for years: its token does
+# not expire and is the same every time it is printed (``<hook id>.<signature>``). Changing
+# the secret changes every hook URL; a previous secret keeps the old ones working.
+
+_HOOK_PREFIX = b"libhub-hook-v1."
+_HOOK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def hook_token(secret: bytes, hook_id: str) -> str:
+    """The token in the URL of the webhook ``hook_id``."""
+    _check_secret(secret)
+    if not _HOOK_ID_RE.match(hook_id):
+        raise ValueError(f"hook id {hook_id!r} must be lower-case letters, digits, - and _")
+    mac = hmac.new(secret, _HOOK_PREFIX + hook_id.encode("ascii"), hashlib.sha256).digest()
+    return f"{hook_id}.{_b64encode(mac)}"
+
+
+def hook_of_token(token: str) -> str | None:
+    """The hook id a token names (not verified), or None when it is malformed."""
+    hook_id, sep, _ = token.partition(".")
+    return hook_id if sep and _HOOK_ID_RE.match(hook_id) else None
+
+
+def hook_token_valid(secret: bytes, token: str, *, previous: Sequence[bytes] = ()) -> bool:
+    """Whether ``token`` is the URL token of the hook it names, under any of the keys."""
+    hook_id = hook_of_token(token)
+    if hook_id is None or len(token) > MAX_TOKEN_CHARS:
+        return False
+    # Every key is tried (no early exit), so the time taken does not tell which one matched.
+    given = token.encode("utf-8")
+    matches = [
+        hmac.compare_digest(given, hook_token(key, hook_id).encode("ascii"))
+        for key in (secret, *previous)
+    ]
+    return any(matches)

@@ -90,6 +90,9 @@ async def test_every_post_route_refuses_an_unreadable_body_with_400(env: Env) ->
     # The subscription pages, the dashboard's login forms, logout and retry, at least.
     assert {"/subscribe", "/manage", "/dashboard/login", "/dashboard/login/matrix"} <= set(paths)
     assert "/dashboard/outbox/1/retry" in paths and "/unsubscribe/1" in paths
+    # Webhooks check their token before they read (and bound) a body of their own; their
+    # refusals are in tests/test_webhooks.py.
+    paths = [p for p in paths if not p.startswith("/hooks/")]
     for path in paths:
         for content_type, body in MALFORMED:
             resp = await env.client.post(path, data=body, headers={"Content-Type": content_type})

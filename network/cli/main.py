@@ -21,6 +21,7 @@ from network.cli import (
     demo,
     digests,
     feeds,
+    hooks,
     matrix,
     service,
 )
@@ -33,6 +34,7 @@ COMMANDS: tuple[tuple[str, Callable[[Subparsers], None]], ...] = (
     ("matrix new-device, matrix lift-ratelimit", matrix.register),
     ("demo", demo.register),
     ("feeds", feeds.register),
+    ("hooks", hooks.register),
     ("cohorts", cohorts.register),
     ("admin", admin.register),
     ("ask, kb", assistance.register),

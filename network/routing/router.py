@@ -11,6 +11,12 @@ room and has a ``matrix_template``; routes without a template do not hide later 
 The same rule picks the ``channel_template`` for an apprise URL (by channel name).
 Live feeds and routes (network/routing/catalog.py) join the file's after them; a live
 feed's keep/block filters decide first whether its item goes anywhere.
+
+Moderation: a target is *held* (it waits for a coordinator) when a matching route with
+``moderation = "hold"`` names it and the item comes from an unreviewed source (a member's
+update, a webhook, a feed with ``reviewed = false``), or when the item mentions one of
+``moderation.flag_words``, whatever the route. A target named by a holding route and by
+another one is held: the cautious answer wins.
 Templates are looked up when a message is sent, against the config then in force, so a
 corrected template also applies to messages still waiting in the outbox.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from feeds.sanitize import html_to_text
@@ -27,6 +34,7 @@ from network.errors import ConfigError
 from network.route_templates import RouteTemplate, compile_template
 from network.routing.catalog import FeedCatalog
 from network.settings.model import RouteSettings, Settings
+from network.settings.moderation import HOOK_FEED_PREFIX
 from network.storage import Target
 
 
@@ -104,6 +112,24 @@ class Router:
                 return None  # a stored template that a later libhub refuses: default layout
         return self._templates[key]
 
+    def reviewed(self, feed_id: str, *, cohort: str | None = None) -> bool:
+        """Whether a coordinator vouches for the source: configured feeds, unless marked
+        ``reviewed = false``; never member updates or webhooks."""
+        if cohort is not None or feed_id.startswith((HOOK_FEED_PREFIX, "cohort:")):
+            return False
+        try:
+            return self.settings.feed(feed_id).reviewed
+        except KeyError:
+            return True  # internal sources the service writes itself
+
+    def flagged(self, item: Routable) -> bool:
+        """The item mentions one of ``moderation.flag_words``."""
+        words = self.settings.moderation.flag_words
+        if not words:
+            return False
+        text = _item_words(item.title, item.summary_html, tuple(item.categories))
+        return any(_mentions(text, w) for w in words)
+
     def targets(self, feed_id: str, item: Routable, *, cohort: str | None = None) -> list[Target]:
         if not self.catalog.passes_filters(
             feed_id, item.title, tuple(item.categories), item.summary_html
@@ -111,17 +137,38 @@ class Router:
             return []  # held back by the feed's keep/block filters
         rooms: list[str] = []
         channels: list[str] = []
+        held_rooms: set[str] = set()
+        held_channels: set[str] = set()
         try:
             feed = self.catalog.feed(feed_id)
             rooms.extend(feed.rooms)
             channels.extend(feed.channels)
         except KeyError:
             pass  # cohort updates and other internal sources have no feed entry
+        if feed_id.startswith(HOOK_FEED_PREFIX):
+            try:
+                hook = self.settings.hook(feed_id[len(HOOK_FEED_PREFIX) :])
+                rooms.extend(hook.rooms)
+                channels.extend(hook.channels)
+            except KeyError:
+                pass  # a hook removed from the file: its routes still apply
+        unreviewed = not self.reviewed(feed_id, cohort=cohort)
         for route in self.catalog.routes():
             if route_matches(route, feed_id, item, cohort):
                 rooms.extend(route.rooms)
                 channels.extend(route.channels)
-        return _targets(self.settings, rooms, channels)
+                if unreviewed and route.moderation == "hold":
+                    held_rooms.update(route.rooms)
+                    held_channels.update(route.channels)
+        out = _targets(self.settings, rooms, channels)
+        if self.flagged(item):
+            return [replace(t, held=True) for t in out]
+        return [
+            replace(t, held=True)
+            if (t.target in held_rooms if t.target_type == "matrix" else t.channel in held_channels)
+            else t
+            for t in out
+        ]
 
     def matrix_template(
         self, feed_id: str, item: Routable, room: str, *, cohort: str | None = None

@@ -37,6 +37,7 @@ from network.settings.community import (
     Weekday,
 )
 from network.settings.loading import Duration, build
+from network.settings.moderation import HOOK_FEED_PREFIX, HookSettings, ModerationSettings
 from network.settings.smtp import parse_smtp_url
 from network.tokens import MIN_SECRET_BYTES
 
@@ -423,6 +424,8 @@ class FeedSettings:
     channels: tuple[str, ...] = ()
     title: str = ""
     initial_posts: int | None = None
+    # false: the feed's items wait for a coordinator on routes with moderation = "hold".
+    reviewed: bool = True
 
     def validate(self, path: str) -> None:
         check_id(self.id, f"{path}.id")
@@ -457,6 +460,9 @@ class RouteSettings:
     # Jinja2 (sandboxed) for this route's rooms / channels; see network/route_templates.py.
     matrix_template: str = ""
     channel_template: str = ""
+    # "hold": items from unreviewed sources (member updates, webhooks, feeds with
+    # reviewed = false) wait for a coordinator before this route's rooms and channels.
+    moderation: Literal["none", "hold"] = "none"
 
     def validate(self, path: str) -> None:
         for i, room in enumerate(self.rooms):
@@ -607,6 +613,8 @@ class Settings:
     dashboard: DashboardSettings = DashboardSettings()
     digests: DigestSettings = DigestSettings()
     feeds_admin: FeedsAdminSettings = FeedsAdminSettings()
+    hooks: tuple[HookSettings, ...] = ()
+    moderation: ModerationSettings = ModerationSettings()
     # Where the file was read from; relative paths are resolved against it.
     base_dir: Path = Path(".")
 
@@ -627,9 +635,21 @@ class Settings:
             if cohort.id in cohort_ids:
                 raise ConfigError(f"duplicate cohort id {cohort.id!r}", path=f"cohorts[{i}].id")
             cohort_ids.add(cohort.id)
+        hook_ids: set[str] = set()
+        for i, hook in enumerate(self.hooks):
+            if hook.id in hook_ids:
+                raise ConfigError(f"duplicate hook id {hook.id!r}", path=f"hooks[{i}].id")
+            hook_ids.add(hook.id)
+            for j, name in enumerate(hook.channels):
+                if name not in self.channels:
+                    raise ConfigError(
+                        f"unknown channel {name!r}: define it as [channels.{name}]",
+                        path=f"hooks[{i}].channels[{j}]",
+                    )
+        sources = seen | {HOOK_FEED_PREFIX + h for h in hook_ids}
         for i, route in enumerate(self.routes):
             for j, feed_id in enumerate(route.feeds):
-                if feed_id not in seen:
+                if feed_id not in sources:
                     raise ConfigError(f"unknown feed {feed_id!r}", path=f"routes[{i}].feeds[{j}]")
             for j, cohort_id in enumerate(route.cohorts):
                 if cohort_id not in cohort_ids:
@@ -697,6 +717,12 @@ class Settings:
             p = Path(self.matrix.crypto_store)
             return p if p.is_absolute() else self.base_dir / p
         return self.database_path.parent / "crypto"
+
+    def hook(self, hook_id: str) -> HookSettings:
+        for hook in self.hooks:
+            if hook.id == hook_id:
+                return hook
+        raise KeyError(hook_id)
 
     def feed(self, feed_id: str) -> FeedSettings:
         for feed in self.feeds:

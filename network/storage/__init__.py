@@ -7,6 +7,7 @@ connection; other modules get typed records from it and never see a row or a cur
 from __future__ import annotations
 
 from network.storage.archive import ArchiveStore
+from network.storage.audit import AuditStore
 from network.storage.base import SCHEMA_VERSION, Database, from_iso, now_iso
 from network.storage.bot_events import BotEventStore
 from network.storage.calendar import CalendarStore
@@ -16,6 +17,7 @@ from network.storage.digest_runs import DigestRunStore
 from network.storage.feeds import FeedStore
 from network.storage.instances import Instance, InstanceStore
 from network.storage.live_feeds import LiveFeedStore
+from network.storage.moderation import ModerationStore
 from network.storage.outbox import OutboxStore
 from network.storage.personal_mail import PersonalMailStore
 from network.storage.records import (
@@ -29,6 +31,7 @@ from network.storage.records import (
 )
 from network.storage.state import StateStore
 from network.storage.subscribers import SubscriberStore
+from network.storage.trends import TrendStore
 from network.storage.undecrypted import UndecryptedEvent, UndecryptedStore
 
 
@@ -47,6 +50,9 @@ class Storage(
     InstanceStore,
     UndecryptedStore,
     LiveFeedStore,
+    AuditStore,
+    ModerationStore,
+    TrendStore,
 ):
     """The database of one libhub instance. Open with ``await Storage.open(path)``."""
 

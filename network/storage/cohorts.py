@@ -280,7 +280,7 @@ class CommunityStore(Database):
             )
             await conn.execute(
                 "UPDATE outbox SET status = 'skipped', last_error = 'withdrawn by its author' "
-                "WHERE item_id = ? AND status IN ('pending', 'failed')",
+                "WHERE item_id = ? AND status IN ('pending', 'failed', 'held')",
                 (item_id,),
             )
             await conn.execute(

@@ -21,6 +21,10 @@ from network.storage.subscriber_records import (
     iso_or_none,
 )
 
+# Items waiting for a coordinator (or rejected) are not queued for subscribers; approving
+# one queues it then (network/storage/moderation.py).
+NOT_HELD = "id NOT IN (SELECT item_id FROM outbox WHERE status IN ('held', 'rejected'))"
+
 
 class DigestRunStore(Database):
     # -- the digest queue ------------------------------------------------------------------
@@ -35,7 +39,7 @@ class DigestRunStore(Database):
         return await self.execute(
             "INSERT OR IGNORE INTO digest_queue (item_id, queued_at) "
             "SELECT id, CAST(? AS TEXT) FROM items WHERE feed_id = ? AND first_seen = ? "
-            f"AND key IN ({marks}) "
+            f"AND key IN ({marks}) AND {NOT_HELD} "
             "ORDER BY id",
             (stamp, feed_id, stamp, *keys),
         )
@@ -53,13 +57,14 @@ class DigestRunStore(Database):
         return set(keys) - known
 
     async def queue_items(self, item_ids: Sequence[int], now: datetime) -> int:
-        """Queue items stored by other paths (cohort updates) for subscribers."""
+        """Queue items stored by other paths (cohort updates, webhooks) for subscribers."""
         async with self.transaction() as conn:
             count = 0
             for item_id in item_ids:
                 cur = await conn.execute(
-                    "INSERT OR IGNORE INTO digest_queue (item_id, queued_at) VALUES (?, ?)",
-                    (item_id, now_iso(now)),
+                    "INSERT OR IGNORE INTO digest_queue (item_id, queued_at) "
+                    f"SELECT id, ? FROM items WHERE id = ? AND {NOT_HELD}",
+                    (now_iso(now), item_id),
                 )
                 count += int(cur.rowcount)
         return count

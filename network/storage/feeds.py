@@ -129,7 +129,8 @@ class FeedStore(Database):
         )
         insert_outbox = (
             "INSERT OR IGNORE INTO outbox (item_id, item_version, action, target_type, target, "
-            "channel, txn_id, next_attempt, created_at, poll) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            "channel, txn_id, next_attempt, created_at, poll, status) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?)"
         )
         # This call's rows, and only these, form a poll's burst (see migration 0005).
         poll = f"{stamp}/{feed_id}/{uuid.uuid4().hex[:12]}"
@@ -198,7 +199,8 @@ class FeedStore(Database):
                     if post(item):
                         for t in targets(item):
                             row = (item_id, 1, "post", t.target_type, t.target, t.channel)
-                            rows.append((*row, new_txn_id(), stamp, stamp, poll))
+                            status = "held" if t.held else "pending"
+                            rows.append((*row, new_txn_id(), stamp, stamp, poll, status))
                 if rows:
                     cur = await conn.executemany(insert_outbox, rows)
                     queued += max(0, int(cur.rowcount))
@@ -256,6 +258,16 @@ class FeedStore(Database):
         marks = ",".join("?" * len(ids))
         rows = await self.fetchall(f"SELECT * FROM items WHERE id IN ({marks})", tuple(ids))
         return {int(r["id"]): Item.from_row(r) for r in rows}
+
+    async def item_ids_by_key(self, feed_id: str, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        marks = ",".join("?" * len(keys))
+        rows = await self.fetchall(
+            f"SELECT id FROM items WHERE feed_id = ? AND key IN ({marks}) ORDER BY id",
+            (feed_id, *keys),
+        )
+        return [int(r[0]) for r in rows]
 
     async def item_count(self) -> int:
         row = await self.fetchone("SELECT COUNT(*) FROM items")

@@ -133,6 +133,8 @@ class Target:
     target_type: str  # "matrix" | "apprise"
     target: str
     channel: str | None = None
+    # Waits for a coordinator (network/storage/moderation.py) before it is delivered.
+    held: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,10 @@ from network.web import (
     calendars,
     dashboard,
     dashboard_login,
+    dashboard_review,
+    dashboard_trends,
     feeds_out,
+    hooks,
     metrics,
 )
 from network.web.context import CONTEXT, FORM_LIMIT, TRUSTED_PROXIES, WebContext
@@ -100,6 +103,9 @@ def make_web_app(service: WebContext) -> web.Application:
     app.router.add_get("/healthz", healthz)
     # Community of practice: staff dashboard, Prometheus metrics, webinar calendar files.
     dashboard.setup_routes(app, service.settings)
+    if service.settings.dashboard.enabled:
+        dashboard_review.setup_routes(app)
+        dashboard_trends.setup_routes(app)
     if service.settings.dashboard.enabled and dashboard.matrix_login_enabled(service.settings):
         dashboard_login.setup_matrix_login(app)
     metrics.setup_routes(app)
@@ -110,4 +116,6 @@ def make_web_app(service: WebContext) -> web.Application:
     calendars.setup_routes(app)
     archive.setup_routes(app)
     feeds_out.setup_routes(app)
+    # Inbound webhooks: events calendars and form tools post items.
+    hooks.setup_routes(app)
     return app

@@ -15,7 +15,9 @@ from aiohttp import web
 
 from network.community.cohorts import Community
 from network.delivery.channels import redact
+from network.delivery.moderation import Moderation
 from network.delivery.outbox import Delivery
+from network.delivery.webhooks import Webhooks
 from network.matrix.gateway import MatrixGateway
 from network.polling.poller import Poller
 from network.ratelimit import PerClientLimit
@@ -40,6 +42,8 @@ class WebContext:
     digests: DigestRunner
     # A feed's or cohort's display name, as in the messages delivered for it.
     feed_title: Callable[[str], str]
+    moderation: Moderation
+    webhooks: Webhooks
 
     def display_target(self, target_type: str, target: str) -> str:
         """A delivery target as staff may see it: apprise URLs carry secrets, so redacted."""
