@@ -385,9 +385,13 @@ class Service:
             jobs = self._leader_tasks(term)
             for job in jobs:
                 job.add_done_callback(watch)
-            await _first(stop.wait(), lead.lost.wait())
-            term.set()
-            await _finish(jobs)
+            try:
+                await _first(stop.wait(), lead.lost.wait())
+            finally:
+                # Also when the service cancels this task at shutdown: the leader's loops
+                # end before the gateway and storage they use are closed.
+                term.set()
+                await _finish(jobs)
 
     async def close(self) -> None:
         if self._web_runner is not None:
@@ -399,9 +403,11 @@ class Service:
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
     """Wait until one of ``waits`` is done; the others are cancelled."""
     pending = [asyncio.ensure_future(w) for w in waits]
-    _, rest = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-    for w in rest:
-        w.cancel()
+    try:
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in pending:
+            w.cancel()
 
 
 async def _finish(tasks: list[asyncio.Task[Any]]) -> None:
