@@ -13,6 +13,7 @@ import pytest
 from network.devtools.devserver import DevHomeserver, DevUser
 from tests.test_bot_support import (
     body,
+    containing,
     direct_chat,
     in_reply_to,
     joined,
@@ -229,3 +230,23 @@ async def _forget(w: Any, event_id: str, next_batch: str) -> None:
         db.execute("DELETE FROM bot_answers WHERE question_event_id = ?", (event_id,))
         db.execute("UPDATE state SET value = ? WHERE key = 'matrix.next_batch'", (next_batch,))
     await asyncio.sleep(0)
+
+
+async def test_a_direct_chat_opened_before_libhub_first_started_is_joined_and_greeted(
+    synapse: DevHomeserver, admin: DevUser, tmp_path: Path, bot_env: dict[str, str]
+) -> None:
+    # A coordinator invites the bot, then starts libhub for the very first time: the
+    # invite is in the first sync, which used to be skipped, so it waited for ever.
+    async with world(synapse, admin, tmp_path, bot_env) as w:
+        made = await w.asker.call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            {"preset": "trusted_private_chat", "is_direct": True, "invite": [w.bot.user_id]},
+        )
+        room = str(made["room_id"])
+        await w.start()
+        greeted = await w.asker.wait_for(room, containing("Hello!"), sender=w.bot.user_id)
+        assert sum("Hello!" in body(m) for m in greeted) == 1
+        question = await w.asker.say(room, "how do we start a makerspace?")
+        answers = await w.asker.wait_for(room, replies_to(question), sender=w.bot.user_id)
+        assert "makerspace" in body(reply_to(answers, question)).lower()
