@@ -85,9 +85,17 @@ async def _feeds_page(
         }
         for f in catalog.live_feeds()
     ]
-    extra.setdefault("error", "")
-    extra.setdefault("done_text", "")
-    extra.setdefault("form", {})
+    defaults: dict[str, Any] = {
+        "error": "",
+        "done_text": "",
+        "form": {},
+        "rendered": "",
+        "preview": [],
+        "preview_of": "",
+        "report": None,
+        "choices": [],
+    }
+    extra = {**defaults, **extra}
     return _render(
         "dashboard_feeds.html.j2",
         status,
