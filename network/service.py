@@ -216,6 +216,7 @@ class Service:
             feed_title=self.feed_title,
             moderation=self.moderation,
             webhooks=self.webhooks,
+            feed_admin=self.feed_admin,
         )
         if settings.network.ops_room:
             self.matrix.ratelimits.notify = self.notify_ops

@@ -102,3 +102,121 @@ url = "{pub.url("missing.xml")}"
         assert listing.returncode == 0 and "failing" in listing.stdout
     finally:
         await pub.close()
+
+
+def _network(tmp_path: Path, name: str, extra: str = "") -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    config = folder / "libhub.toml"
+    config.write_text(f"""
+[matrix]
+homeserver = "http://127.0.0.1:9"
+user_id = "@bot:localhost"
+password_env = "UNUSED"
+[database]
+path = "db.sqlite"
+{extra}
+""")
+    return config
+
+
+async def test_opml_round_trip_through_import_and_feeds_opml(tmp_path: Path) -> None:
+    """A reader's OPML imported into one network (each feed checked: a page that is not a
+    feed and one already there are skipped with why), that network's /feeds.opml (file and
+    live feeds) imported into another, which then reads the same feeds; without
+    allow_private, a loopback address is refused."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from feeds.opml import OpmlFeed, read_opml, write_opml
+    from network.service import Service
+    from network.settings.model import load_settings
+    from network.web.app import make_web_app
+
+    pub = await Publisher().start()
+    try:
+        pub.documents["ok.xml"] = rss("Ok", [FeedItem("1", "One")])
+        pub.documents["news.xml"] = rss("Riverside news", [FeedItem("n1", "Story")])
+        pub.documents["about.html"] = b"<html><body>About us</body></html>"
+        first = _network(
+            tmp_path,
+            "first",
+            f'[feeds_admin]\nallow_private = true\n[[feeds]]\nid = "good"\nurl = "{pub.url("ok.xml")}"',
+        )
+        reader = tmp_path / "reader.opml"
+        reader.write_bytes(
+            write_opml(
+                [
+                    OpmlFeed(pub.url("news.xml"), "Riverside news", folder="Libraries"),
+                    OpmlFeed(pub.url("about.html"), "About page"),
+                    OpmlFeed(pub.url("ok.xml"), "Already here"),
+                ],
+                title="A reader's list",
+            )
+        )
+        proc = await asyncio.to_thread(
+            libhub, "feeds", "import", str(reader), "-c", str(first), "--actor", "dana"
+        )
+        assert proc.returncode == 0, proc.stderr
+        text = " ".join(proc.stdout.split())
+        assert "reader.opml: 1 added, 2 skipped" in text, proc.stdout
+        assert "is not a feed" in text and "is already a feed here" in text
+
+        service = await Service.create(load_settings(first))
+        try:
+            [live] = await service.storage.live_feeds()
+            assert (live.url, live.title, live.added_by) == (
+                pub.url("news.xml"),
+                "Riverside news",
+                "dana",
+            )
+            [entry] = await service.storage.audit_log()
+            assert (entry.actor, entry.action) == ("dana", "feed.add")
+            client = TestClient(TestServer(make_web_app(service.web), host="127.0.0.1"))
+            await client.start_server()
+            try:
+                resp = await client.get("/feeds.opml")
+                assert resp.status == 200 and resp.content_type == "text/x-opml"
+                exported = await resp.read()
+            finally:
+                await client.close()
+        finally:
+            await service.close()
+        assert [(f.url, f.title) for f in read_opml(exported)] == [
+            (pub.url("ok.xml"), "good"),
+            (pub.url("news.xml"), "Riverside news"),
+        ]
+
+        (tmp_path / "export.opml").write_bytes(exported)
+        second = _network(tmp_path, "second", "[feeds_admin]\nallow_private = true")
+        proc = await asyncio.to_thread(
+            libhub, "feeds", "import", str(tmp_path / "export.opml"), "-c", str(second)
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "export.opml: 2 added, 0 skipped" in " ".join(proc.stdout.split())
+        service = await Service.create(load_settings(second))
+        try:
+            urls = sorted(f.url for f in await service.storage.live_feeds())
+        finally:
+            await service.close()
+        assert urls == sorted([pub.url("ok.xml"), pub.url("news.xml")])
+
+        third = _network(tmp_path, "third")
+        proc = await asyncio.to_thread(
+            libhub, "feeds", "import", str(tmp_path / "export.opml"), "-c", str(third)
+        )
+        assert proc.returncode == 0, proc.stderr
+        text = " ".join(proc.stdout.split())
+        assert "export.opml: 0 added, 2 skipped" in text and "private" in text, proc.stdout
+    finally:
+        await pub.close()
+
+
+def test_import_of_a_file_that_is_not_opml_is_refused(tmp_path: Path) -> None:
+    config = _network(tmp_path, "net")
+    bad = tmp_path / "list.opml"
+    bad.write_text("<html><body>not a list</body></html>")
+    proc = libhub("feeds", "import", str(bad), "-c", str(config))
+    assert proc.returncode != 0
+    assert "is not OPML" in proc.stderr

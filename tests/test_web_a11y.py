@@ -17,6 +17,7 @@ from playwright.async_api import Browser, BrowserContext, Page
 from network import i18n
 from network.devtools.mailsink import MailSink
 from network.service import Service
+from network.storage.live_feeds import FeedFilterRecord, LiveFeedRecord
 from network.subscriptions.postman import render_message
 from network.subscriptions.render import DigestItem, render_digest, render_immediate
 from network.web.app import make_web_app
@@ -153,6 +154,19 @@ async def test_dashboard_pages_pass_axe(env: Env, browser: Browser, lang: str) -
     await checked(page, lang, "dashboard overview")
     await page.goto(f"{env.base}/dashboard/outbox")
     await checked(page, lang, "dashboard outbox")
+    # The feeds page with a live feed, so its forms are there too.
+    if not await env.service.storage.live_feeds():
+        await env.service.storage.add_live_feed(
+            LiveFeedRecord(
+                id="riverside", url="https://riverside.example.org/news.xml", kind="news",
+                title="Riverside news", rooms=("#riverside:example.org",), channels=(),
+                template="", filters=(FeedFilterRecord("block", "closed"),), paused=True,
+                added_by="dana", added_at=datetime.now(UTC),
+            )
+        )  # fmt: skip
+    await page.goto(f"{env.base}/dashboard/feeds")
+    await page.locator("#feed-riverside").wait_for()
+    await checked(page, lang, "dashboard feeds")
     await page.context.close()
 
 

@@ -1,5 +1,6 @@
-"""``libhub feeds parse|list|poll``: what libhub sees in a feed file, every feed's health,
-and a poll of the due feeds now with a progress bar."""
+"""``libhub feeds parse|list|poll|import``: what libhub sees in a feed file, every feed's
+health, a poll of the due feeds now with a progress bar, and an OPML list imported as live
+feeds (each checked like ``!feed add``; a summary of what was added and skipped, and why)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,54 @@ def cmd_feeds_poll(args: argparse.Namespace) -> int:
     return run_async(main())
 
 
+def cmd_feeds_import(args: argparse.Namespace) -> int:
+    settings = config(args)
+    setup_logging(args.verbose)
+    logging.getLogger().setLevel(logging.WARNING)
+    from network.feedadmin.opml_import import import_feeds, parse
+    from network.service import Service
+
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    entries = parse(data, source=str(path))
+
+    async def main() -> int:
+        service = await Service.create(settings)
+        try:
+            await service.catalog.reload(service.storage)
+            with Progress(console=err, transient=True) as progress:
+                task = progress.add_task("checking feeds", total=len(entries))
+                report = await import_feeds(
+                    service.feed_admin,
+                    args.actor,
+                    entries,
+                    kind=args.kind,
+                    rooms=args.room or (),
+                    channels=args.channel or (),
+                    progress=lambda _f: progress.advance(task),
+                )
+        finally:
+            await service.close()
+        table = Table(
+            title=f"{path.name}: {len(report.added)} added, {len(report.skipped)} skipped"
+        )
+        for col in ("feed", "address", "result"):
+            table.add_column(col)
+        for a in report.added:
+            table.add_row(a.feed.id, a.feed.url, f"added ({a.count} current items marked seen)")
+        for s in report.skipped:
+            table.add_row(s.title or "-", s.url, f"skipped: {s.reason}")
+        out.print(table)
+        if report.added:
+            out.print("A running service (libhub run) starts polling them at its next poll cycle.")
+        return 0
+
+    return run_async(main())
+
+
 def register(sub: Subparsers) -> None:
     feeds = sub.add_parser("feeds", help="inspect and poll feeds")
     fsub = feeds.add_subparsers(dest="feeds_command", metavar="COMMAND", required=True)
@@ -111,3 +160,9 @@ def register(sub: Subparsers) -> None:
     pl = add(fsub, "poll", cmd_feeds_poll, "poll due feeds now, with a progress bar")
     pl.add_argument("--once", action="store_true", help="one cycle, then exit (the default)")
     pl.add_argument("--all", action="store_true", help="poll every feed, due or not")
+    im = add(fsub, "import", cmd_feeds_import, "add the feeds of an OPML file as live feeds")
+    im.add_argument("file", help="the OPML file (from a feed reader or /feeds.opml)")
+    im.add_argument("--kind", default="news", choices=["news", "webinar", "cohort-update"])
+    im.add_argument("--room", action="append", help="a room the feeds post to (repeatable)")
+    im.add_argument("--channel", action="append", help="a channel they post to (repeatable)")
+    im.add_argument("--actor", default="cli", help="who is named in the audit log")

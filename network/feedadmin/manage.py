@@ -23,6 +23,7 @@ from feeds.parse import ParsedFeed, ParsedItem, parse_feed_async
 from feeds.sanitize import html_to_text
 from network.errors import ConfigError, LibhubError
 from network.feedadmin import messages as M
+from network.i18n import gettext as _
 from network.route_templates import compile_template, render_matrix
 from network.routing.catalog import FeedCatalog, LiveFeed
 from network.routing.filters import UnsafePattern, compile_filter, match_text, passes
@@ -116,20 +117,20 @@ class FeedAdmin:
     async def fetch_parsed(self, url: str) -> tuple[ParsedFeed | None, bytes]:
         """The parsed feed at ``url``, or (None, body) when it is not a feed."""
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            raise Refused(M.NOT_HTTP.format(url=url))
+            raise Refused(_(M.NOT_HTTP).format(url=url))
         try:
             result = await self.fetcher.fetch(
                 url, allow_private=self.settings.feeds_admin.allow_private
             )
         except FetchError as e:
-            raise Refused(M.FETCH_FAILED.format(why=e)) from e
+            raise Refused(_(M.FETCH_FAILED).format(why=e)) from e
         body = result.body or b""
         try:
             parsed = await parse_feed_async(body, url=result.url, headers=result.headers)
         except NotAFeedError:
             return None, body
         except FeedError as e:
-            raise Refused(M.NOT_A_FEED.format(url=url, why=e)) from e
+            raise Refused(_(M.NOT_A_FEED).format(url=url, why=e)) from e
         return parsed, body
 
     async def add(
@@ -144,24 +145,19 @@ class FeedAdmin:
     ) -> Added | Discovered:
         url = url.strip()
         if kind not in KINDS:
-            raise Refused(M.BAD_KIND.format(kind=kind))
-        for i, room in enumerate(rooms):
-            try:
-                check_room(room, f"rooms[{i}]")
-            except ConfigError as e:
-                raise Refused(M.ROUTE_BAD.format(why=e)) from e
-        unknown = [c for c in channels if c not in self.settings.channels]
-        if unknown:
-            raise Refused(M.ROUTE_BAD.format(why=f"unknown channel {unknown[0]!r}"))
+            raise Refused(_(M.BAD_KIND).format(kind=kind))
+        self._check_targets(rooms, channels)
         for feed in self.catalog.feeds():
             if feed.url == url and (not rooms or set(rooms) & set(feed.rooms)):
-                raise Refused(M.ALREADY.format(url=url, feed_id=feed.id))
+                raise Refused(_(M.ALREADY).format(url=url, feed_id=feed.id))
         parsed, body = await self.fetch_parsed(url)
         if parsed is None:
             found = discover_feeds(body, url=url)
             if not found:
                 raise Refused(
-                    M.NOT_A_FEED.format(url=url, why="no RSS, Atom or JSON Feed, and no feed links")
+                    _(M.NOT_A_FEED).format(
+                        url=url, why=_("no RSS, Atom or JSON Feed, and no feed links")
+                    )
                 )
             return Discovered(url, tuple(found))
         async with self._lock:
@@ -195,10 +191,10 @@ class FeedAdmin:
         live = self.catalog.live(feed_id)
         if live is None:
             if self.catalog.is_file_feed(feed_id):
-                raise Refused(M.FILE_FEED.format(feed_id=feed_id))
-            raise Refused(M.UNKNOWN_FEED.format(feed_id=feed_id))
+                raise Refused(_(M.FILE_FEED).format(feed_id=feed_id))
+            raise Refused(_(M.UNKNOWN_FEED).format(feed_id=feed_id))
         if room is not None and room not in live.record.rooms:
-            raise Refused(M.OTHER_ROOM.format(feed_id=feed_id))
+            raise Refused(_(M.OTHER_ROOM).format(feed_id=feed_id))
         return live
 
     async def _changed(self) -> None:
@@ -245,9 +241,9 @@ class FeedAdmin:
             try:
                 compiled = compile_template(template, html=True, path=f"feed {feed_id} template")
             except ConfigError as e:
-                raise Refused(M.TEMPLATE_BAD.format(why=e)) from e
+                raise Refused(_(M.TEMPLATE_BAD).format(why=e)) from e
             if not live.record.rooms:
-                raise Refused(M.TEMPLATE_BAD.format(why="the feed posts to no room"))
+                raise Refused(_(M.TEMPLATE_BAD).format(why="the feed posts to no room"))
             items = await self.latest(feed_id)
             if items:
                 title = live.record.title or feed_id
@@ -274,7 +270,7 @@ class FeedAdmin:
             # The check times the pattern on probe texts: off the event loop.
             checked = await asyncio.to_thread(compile_filter, mode, pattern)
         except UnsafePattern as e:
-            raise Refused(M.FILTER_BAD.format(why=e)) from e
+            raise Refused(_(M.FILTER_BAD).format(why=e)) from e
         filters = (*live.filters, checked)
         items = await self.latest(feed_id)
         shown = sum(
@@ -293,6 +289,35 @@ class FeedAdmin:
             )
             await self._changed()
         return shown, len(items)
+
+    async def set_targets(
+        self, actor: str, feed_id: str, rooms: Sequence[str], channels: Sequence[str]
+    ) -> LiveFeedRecord:
+        """Change where a live feed posts (the dashboard's route of one feed)."""
+        self._check_targets(rooms, channels)
+        async with self._lock:
+            self._live(feed_id)
+            await self.storage.change_live_feed(
+                feed_id,
+                actor=actor,
+                action="feed.route",
+                detail=f"rooms={','.join(rooms) or '-'} channels={','.join(channels) or '-'}",
+                now=self.clock(),
+                rooms=tuple(rooms),
+                channels=tuple(channels),
+            )
+            await self._changed()
+            return self._live(feed_id).record
+
+    def _check_targets(self, rooms: Sequence[str], channels: Sequence[str]) -> None:
+        for i, room in enumerate(rooms):
+            try:
+                check_room(room, f"rooms[{i}]")
+            except ConfigError as e:
+                raise Refused(_(M.ROUTE_BAD).format(why=e)) from e
+        unknown = [c for c in channels if c not in self.settings.channels]
+        if unknown:
+            raise Refused(_(M.ROUTE_BAD).format(why=f"unknown channel {unknown[0]!r}"))
 
     # -- routes (dashboard) ---------------------------------------------------------------
 
@@ -317,7 +342,7 @@ class FeedAdmin:
             if route.channel_template:
                 compile_template(route.channel_template, html=False, path="channel_template")
         except ConfigError as e:
-            raise Refused(M.ROUTE_BAD.format(why=e)) from e
+            raise Refused(_(M.ROUTE_BAD).format(why=e)) from e
 
     async def save_route(self, actor: str, route: LiveRouteRecord) -> int:
         """Add (``route.id`` 0) or change a live route; its id."""
@@ -336,12 +361,12 @@ class FeedAdmin:
                 if not await self.storage.update_live_route(
                     route, actor=actor, now=self.clock(), detail=detail
                 ):
-                    raise Refused(M.ROUTE_BAD.format(why=f"there is no route {route.id}"))
+                    raise Refused(_(M.ROUTE_BAD).format(why=f"there is no route {route.id}"))
             await self._changed()
         return route_id
 
     async def remove_route(self, actor: str, route_id: int) -> None:
         async with self._lock:
             if not await self.storage.remove_live_route(route_id, actor=actor, now=self.clock()):
-                raise Refused(M.ROUTE_BAD.format(why=f"there is no route {route_id}"))
+                raise Refused(_(M.ROUTE_BAD).format(why=f"there is no route {route_id}"))
             await self._changed()

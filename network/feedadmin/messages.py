@@ -1,6 +1,12 @@
-"""Every sentence the live feed management says to a person, in one place (to translate)."""
+"""Every sentence the live feed management says to a person, in one place (to translate).
+
+The refusals (also shown on the dashboard) are marked with `N_` and translated where they
+are raised (`_(M.NOT_HTTP).format(...)`), in the language of the request or the room.
+"""
 
 from __future__ import annotations
+
+from network.i18n import N_
 
 USAGE = (
     "Usage: !feed add URL [news|webinar] [title] | !feed list | !feed remove ID | "
@@ -12,16 +18,16 @@ NOT_ALLOWED = (
     "Sorry, changing this room's feeds needs power level {level} in this room (you have "
     "{have}). Ask a room moderator, or a network coordinator on the dashboard."
 )
-NOT_HTTP = "Only http:// and https:// feeds can be added; {url!r} is neither."
-NOT_A_FEED = "Nothing was added: {url} is not a feed ({why})."
-FETCH_FAILED = "Nothing was added: {why}"
+NOT_HTTP = N_("Only http:// and https:// feeds can be added; {url!r} is neither.")
+NOT_A_FEED = N_("Nothing was added: {url} is not a feed ({why}).")
+FETCH_FAILED = N_("Nothing was added: {why}")
 DISCOVERED = (
     "{url} is a web page, not a feed, but it links to {n} feed(s). Add one with "
     "!feed add NUMBER (or its address):"
 )
 NO_CHOICE = "There is no list of feeds to choose from here; give the feed's address."
 BAD_CHOICE = "Choose a number from 1 to {n}."
-ALREADY = "{url} is already a feed here ({feed_id}); nothing was added."
+ALREADY = N_("{url} is already a feed here ({feed_id}); nothing was added.")
 ADDED = (
     "Added feed {feed_id}: {title} ({kind}). Its {count} current item(s) are marked as seen; "
     "new items will be posted here."
@@ -30,22 +36,22 @@ PREVIEW = "The latest items, as they would be posted:"
 NO_ITEMS = "The feed has no items yet."
 NO_FEEDS = "No feeds post to this room."
 LIST_HEAD = "Feeds posting to this room:"
-UNKNOWN_FEED = "There is no feed {feed_id!r} here; !feed list shows this room's feeds."
-FILE_FEED = (
+UNKNOWN_FEED = N_("There is no feed {feed_id!r} here; !feed list shows this room's feeds.")
+FILE_FEED = N_(
     "{feed_id} comes from the config file, which wins over live changes; ask a coordinator "
     "to change it there."
 )
-OTHER_ROOM = "{feed_id} posts to other rooms; change it on the dashboard."
+OTHER_ROOM = N_("{feed_id} posts to other rooms; change it on the dashboard.")
 REMOVED = "Removed feed {feed_id}; nothing more from it will be posted."
 PAUSED = "Paused feed {feed_id}; nothing is fetched or posted until !feed resume {feed_id}."
 RESUMED = "Resumed feed {feed_id}."
 TEMPLATE_SET = "Feed {feed_id} now posts with this template. The first item would look like:"
 TEMPLATE_CLEARED = "Feed {feed_id} posts with the default layout again."
-TEMPLATE_BAD = "The template was not saved: {why}"
-FILTER_BAD = "The filter was not saved: {why}"
+TEMPLATE_BAD = N_("The template was not saved: {why}")
+FILTER_BAD = N_("The filter was not saved: {why}")
 FILTER_SET = (
     "Feed {feed_id} now {verb} items matching {pattern!r}; {shown} of its latest {n} "
     "would be posted."
 )
-ROUTE_BAD = "The route was not saved: {why}"
-BAD_KIND = "Unknown kind {kind!r}; use news, webinar or cohort-update."
+ROUTE_BAD = N_("The route was not saved: {why}")
+BAD_KIND = N_("Unknown kind {kind!r}; use news, webinar or cohort-update.")

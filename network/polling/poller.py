@@ -221,6 +221,8 @@ class Poller:
             while not stop.is_set():
                 wait = 30.0  # after a failed cycle (the database, say): not at once
                 try:
+                    # Feeds imported by another process (libhub feeds import) come in here.
+                    await self.catalog.reload(self.storage)
                     await self.poll_due()
                     wait = await self._seconds_to_next_due()
                 except Exception:

@@ -20,6 +20,7 @@ from network.web import (
     calendar,
     calendars,
     dashboard,
+    dashboard_feeds,
     dashboard_login,
     dashboard_review,
     dashboard_trends,
@@ -106,6 +107,7 @@ def make_web_app(service: WebContext) -> web.Application:
     if service.settings.dashboard.enabled:
         dashboard_review.setup_routes(app)
         dashboard_trends.setup_routes(app)
+        dashboard_feeds.setup_routes(app)
     if service.settings.dashboard.enabled and dashboard.matrix_login_enabled(service.settings):
         dashboard_login.setup_matrix_login(app)
     metrics.setup_routes(app)

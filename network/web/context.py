@@ -18,6 +18,7 @@ from network.delivery.channels import redact
 from network.delivery.moderation import Moderation
 from network.delivery.outbox import Delivery
 from network.delivery.webhooks import Webhooks
+from network.feedadmin.manage import FeedAdmin
 from network.matrix.gateway import MatrixGateway
 from network.polling.poller import Poller
 from network.ratelimit import PerClientLimit
@@ -44,6 +45,8 @@ class WebContext:
     feed_title: Callable[[str], str]
     moderation: Moderation
     webhooks: Webhooks
+    # Live feeds and their routes (the dashboard's feeds page).
+    feed_admin: FeedAdmin
 
     def display_target(self, target_type: str, target: str) -> str:
         """A delivery target as staff may see it: apprise URLs carry secrets, so redacted."""

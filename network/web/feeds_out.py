@@ -1,6 +1,7 @@
 """Feeds out: ``/feeds/<topic>.xml`` (Atom, RFC 4287), ``/feeds/<topic>.json`` (JSON Feed
 1.1) with the newest posts of a topic (``all`` for everything; the same items as the
-archive page), and ``/sources.opml``, the network's source feeds for a feed reader.
+archive page), and ``/feeds.opml`` (also at its older name ``/sources.opml``), every feed
+the network reads, from the config file and added live, for a feed reader.
 
 XML is built with ElementTree, so every value is escaped by the writer. Entry ids are
 ``urn:uuid`` values derived from the public URL and the item id: stable across restarts
@@ -17,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from feeds.opml import OpmlFeed, write_opml
 from network.i18n import gettext
 from network.storage.archive import ArchiveEntry
 from network.subscriptions.public import Scope
@@ -149,29 +151,22 @@ async def json_handler(request: web.Request) -> web.Response:
     )
 
 
-async def sources_opml(request: web.Request) -> web.Response:
-    """``GET /sources.opml``: the feeds the network reads, from its settings."""
-    view = public_view(request)
-    settings = view.settings
-    opml = ET.Element("opml", version="2.0")
-    head = ET.SubElement(opml, "head")
+async def feeds_opml(request: web.Request) -> web.Response:
+    """``GET /feeds.opml`` (and ``/sources.opml``, its older name): every feed the network
+    reads, those of the config file and those added live, for a feed reader or
+    ``libhub feeds import`` on another network."""
+    context = request.app[CONTEXT]
+    settings = context.settings
+    file_ids = {f.id for f in settings.feeds}
+    entries = [OpmlFeed(f.url, f.title or f.id) for f in settings.feeds]
+    entries += [
+        OpmlFeed(f.url, f.title or f.id)
+        for f in await context.storage.live_feeds()
+        if f.id not in file_ids
+    ]
     name = settings.digests.network_name or settings.network.name
-    ET.SubElement(head, "title").text = _("Sources of {network}").format(network=name)
-    ET.SubElement(head, "dateCreated").text = datetime.now(UTC).strftime(
-        "%a, %d %b %Y %H:%M:%S GMT"
-    )
-    body = ET.SubElement(opml, "body")
-    for feed in settings.feeds:
-        ET.SubElement(
-            body,
-            "outline",
-            type="rss",
-            text=feed.title or feed.id,
-            title=feed.title or feed.id,
-            xmlUrl=feed.url,
-        )
     return web.Response(
-        body=ET.tostring(opml, encoding="utf-8", xml_declaration=True),
+        body=write_opml(entries, title=_("Sources of {network}").format(network=name)),
         content_type="text/x-opml",
         charset="utf-8",
         headers={"Cache-Control": PUBLIC_CACHE},
@@ -182,4 +177,5 @@ def setup_routes(app: web.Application) -> None:
     install(app)
     app.router.add_get(f"/feeds/{{slug:{SLUG_PATTERN}}}.xml", atom)
     app.router.add_get(f"/feeds/{{slug:{SLUG_PATTERN}}}.json", json_handler)
-    app.router.add_get("/sources.opml", sources_opml)
+    app.router.add_get("/feeds.opml", feeds_opml)
+    app.router.add_get("/sources.opml", feeds_opml)
