@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from network.i18n import gettext
+from network.i18n import current, gettext
 from network.storage.archive import ArchiveEntry
 from network.subscriptions.public import Scope
 from network.web.archive import short_summary
@@ -28,6 +28,9 @@ _ = gettext
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 FEED_ITEMS = 50
+# A feed's words and language follow the request's (network/web/language.py): a shared
+# cache must keep one copy per language.
+LANGUAGE_VARY = "Accept-Language, Cookie"
 
 
 def entry_id(base: str, item_id: int) -> str:
@@ -107,7 +110,8 @@ def json_feed(
         "title": name if scope.slug == "all" else f"{name}: {scope.title}",
         "home_page_url": base + archive,
         "feed_url": f"{base}/feeds/{scope.slug}.json",
-        "language": "en",
+        # The language of the request (network/web/language.py), as the titles are.
+        "language": current(),
         "items": items,
     }
 
@@ -135,7 +139,7 @@ async def atom(request: web.Request) -> web.Response:
         body=atom_feed(scope, entries, **common),
         content_type="application/atom+xml",
         charset="utf-8",
-        headers={"Cache-Control": PUBLIC_CACHE},
+        headers={"Cache-Control": PUBLIC_CACHE, "Vary": LANGUAGE_VARY},
     )
 
 
@@ -145,7 +149,7 @@ async def json_handler(request: web.Request) -> web.Response:
         text=json.dumps(json_feed(scope, entries, **common), ensure_ascii=False),
         content_type="application/feed+json",
         charset="utf-8",
-        headers={"Cache-Control": PUBLIC_CACHE},
+        headers={"Cache-Control": PUBLIC_CACHE, "Vary": LANGUAGE_VARY},
     )
 
 
