@@ -77,7 +77,7 @@ bench: $(DEV_STAMP)
 LOCALES := network/locale
 i18n: $(DEV_STAMP)
 	$(BIN)/pybabel extract -F $(LOCALES)/babel.cfg -k N_ --add-comments=Translators: --no-location --sort-output \
-	  --project libhub --copyright-holder "libhub contributors" -o $(LOCALES)/libhub.pot network
+	  --project libhub --copyright-holder "libhub contributors" -o $(LOCALES)/libhub.pot network bots
 	$(BIN)/pybabel update -D libhub -i $(LOCALES)/libhub.pot -d $(LOCALES) --no-wrap \
 	  --ignore-obsolete
 	$(BIN)/pybabel compile -D libhub -d $(LOCALES) --statistics

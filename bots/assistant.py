@@ -44,11 +44,11 @@ from bots.inbox import Inbox
 from bots.kb.index import Answer, KnowledgeBase, KnowledgeBaseError, wants_person
 from bots.kb.replies import say
 from bots.messages import (
-    CHOICE_GONE,
     DOWNVOTE,
     NO_QUESTION,
     Guess,
     answer_text,
+    choice_gone,
     choices_text,
     html_of,
     intro,
@@ -375,9 +375,7 @@ class Assistant(BotApi):
         if index >= len(slugs):
             return False
         if slugs[index] not in self.kb.pages_in(lang):
-            await self._reply(
-                ctx, Reply(CHOICE_GONE.get(lang, CHOICE_GONE["en"])), txn("ans", ctx.event_id)
-            )
+            await self._reply(ctx, Reply(choice_gone(lang)), txn("ans", ctx.event_id))
             return True
         chosen = self.kb.answer_page(slugs[index], str(offer.get("q", "")), lang)
         await self._send_answer(ctx, str(offer.get("q", "")), chosen)

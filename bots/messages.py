@@ -24,6 +24,8 @@ from typing import Any, Literal
 from bots.kb.index import Answer, Page
 from bots.kb.replies import say
 from feeds.sanitize import sanitize_html
+from network import i18n
+from network.i18n import N_
 from network.matrix.fit import MAX_CONTENT_BYTES, fit
 
 MsgType = Literal["m.notice", "m.text"]
@@ -137,32 +139,26 @@ def paragraphs_html(text: str) -> str:
 
 
 # -- what the bot says --------------------------------------------------------------------
+# Every fixed sentence is marked for the gettext catalogs (network/locale, `make i18n`):
+# translated with `i18n.use(language)` where the person's language is known (the
+# question's, bots/kb/language.py), English where it is not (a greeting in a new chat).
 
-GREETING = (
+GREETING = N_(
     "Hello! I answer questions about the Public Libraries in Smart Cities and Communities "
     "Toolbox, with the page each answer comes from. Just ask, for example: how do we keep "
     "Wi-Fi on after closing? If I can't help, I'll pass your question to a person from the "
     "Need Assistance team (or send !human). !help lists everything I can do. If you wrote "
     "before I joined, please ask again."
 )
-UNREADABLE = (
+UNREADABLE = N_(
     "One of your messages here did not reach me in a form I can read (its encryption key "
     "never arrived). Please send it again; if this keeps happening, sign out of old sessions "
     "or verify this one in your Matrix app."
 )
-UNSURE = "I'm not sure the toolbox covers that."
-# The start of the message to an asker whose question goes to the team, per language.
-INTROS = {
-    "unsure": {"en": UNSURE, "es": "No estoy seguro de que la caja de herramientas trate eso."},
-    "action": {
-        "en": "That needs a person to act.",
-        "es": "Eso necesita que una persona actúe.",
-    },
-}
-CHOICE_GONE = {
-    "en": "That page is no longer offered; please ask your question again.",
-    "es": "Esa página ya no está disponible; vuelve a hacer tu pregunta, por favor.",
-}
+UNSURE = N_("I'm not sure the toolbox covers that.")
+# The start of the message to an asker whose question goes to the team.
+INTROS = {"unsure": UNSURE, "action": N_("That needs a person to act.")}
+_CHOICE_GONE = N_("That page is no longer offered; please ask your question again.")
 LANGUAGE_NAMES = {
     "en": "English",
     "es": "Spanish",
@@ -182,15 +178,26 @@ LANGUAGE_NAMES = {
 }
 
 
+def translated(text: str, lang: str) -> str:
+    """``text`` (a marked English sentence) in ``lang``, English without a catalog."""
+    with i18n.use(lang):
+        return i18n.gettext(text)
+
+
 def intro(kind: str, lang: str) -> str:
     """``INTROS[kind]`` in ``lang``, English when there is no translation."""
-    return INTROS[kind].get(lang, INTROS[kind]["en"])
+    return translated(INTROS[kind], lang)
 
 
-NO_QUESTION = (
+def choice_gone(lang: str) -> str:
+    """The answer to a choice of page that is no longer offered, in ``lang``."""
+    return translated(_CHOICE_GONE, lang)
+
+
+NO_QUESTION = N_(
     "Tell me what you need help with after !human, for example: !human how do we fund a makerspace?"
 )
-DOWNVOTE = (
+DOWNVOTE = N_(
     "Sorry that didn't help. Reply to my answer with !human and I'll ask a person from the "
     "Need Assistance team."
 )
@@ -357,12 +364,12 @@ def quote_text(text: str, limit: int = 1500) -> str:
 
 # -- Need Assistance cases -----------------------------------------------------------------
 
-CASE_HOWTO = (
+CASE_HOWTO = N_(
     "Claim it with 👍 on this message or !claim in this thread. Everything you write in the "
     "thread goes to the asker, except !note lines. Send !close when it is done."
 )
 # In the team email: a mail reader cannot react to a Matrix message, so say where to go.
-CASE_EMAIL_HOWTO = (
+CASE_EMAIL_HOWTO = N_(
     "To claim it, open the case thread in the team room (link above) and react 👍 to the "
     "bot's message there, or type !claim in the thread. Everything you write in the thread "
     "goes to the asker, except !note lines. Send !close in the thread when it is done."
@@ -408,22 +415,16 @@ def case_root(
     return text, body
 
 
-_ACK = {
-    "en": (
-        "{intro} I've passed your question to the Need Assistance team; a person will answer "
-        "you {where}.",
-        ("here", "in this thread"),
-        "Anything else you write here goes to them too (use !ask for a quick toolbox answer).",
-        "Meanwhile, this page may help:",
+_ACK = (
+    N_(
+        "{intro} I've passed your question to the Need Assistance team; a person will "
+        "answer you {where}."
     ),
-    "es": (
-        "{intro} Pasé tu pregunta al equipo de Asistencia; una persona te responderá {where}.",
-        ("aquí", "en este hilo"),
-        "Todo lo que escribas aquí también les llega (usa !ask para una respuesta rápida de "
-        "la caja de herramientas).",
-        "Mientras tanto, esta página puede ayudarte:",
-    ),
-}
+    # Translators: where the answer comes, in "a person will answer you {where}".
+    (N_("here"), N_("in this thread")),
+    N_("Anything else you write here goes to them too (use !ask for a quick toolbox answer)."),
+    N_("Meanwhile, this page may help:"),
+)
 
 
 def case_ack(
@@ -431,10 +432,16 @@ def case_ack(
 ) -> Text:
     """What the asker is told when their question goes to the team, in their language
     (for a language without a full translation, the knowledge base's short notice)."""
-    if language not in _ACK:
+    if language not in i18n.languages():
         text = " ".join(p for p in (say("ask_person", language), away) if p)
         return text, f"<p>{html.escape(text)}</p>"
-    ack, (here, thread), more, meanwhile = _ACK[language]
+    with i18n.use(language):
+        ack, (here, thread), more, meanwhile = (
+            i18n.gettext(_ACK[0]),
+            (i18n.gettext(_ACK[1][0]), i18n.gettext(_ACK[1][1])),
+            i18n.gettext(_ACK[2]),
+            i18n.gettext(_ACK[3]),
+        )
     parts = [ack.format(intro=intro, where=here if is_direct else thread).strip()]
     if away:
         parts.append(away)
@@ -451,23 +458,23 @@ def case_ack(
 # Room kept in a relay for the line that says it was shortened (escaped, at worst 6 bytes
 # a character).
 _NOTE_ROOM = 1024
-RELAY_SHORTENED = (
+RELAY_SHORTENED = N_(
     "[This message was too long for Matrix: the first {kept:,} of its {total:,} characters "
     "are shown.]"
 )
-ASKER_SHORTENED = (
+ASKER_SHORTENED = N_(
     "Your message was long: the team sees the first {kept:,} of its {total:,} characters. "
     "Please send the rest in shorter messages."
 )
-TEAM_SHORTENED = (
+TEAM_SHORTENED = N_(
     "Your answer was long: the asker sees the first {kept:,} of its {total:,} characters. "
     "Send the rest in shorter messages."
 )
-ASKER_NOT_SENT = (
+ASKER_NOT_SENT = N_(
     "Sorry, your message could not be passed on to the team: the server refused it. Please "
     "send it again in shorter parts; if that fails too, start a new question."
 )
-TEAM_NOT_SENT = (
+TEAM_NOT_SENT = N_(
     "Your answer could not be passed on to the asker: their server refused it. Try again in "
     "shorter parts, or reach them another way."
 )
@@ -485,19 +492,32 @@ def case_email(
     name: str, asker: str, where: str, question: str, guess: str, thread_url: str
 ) -> tuple[str, str, str]:
     """(subject, text, html) of the email to the team about a new case."""
-    subject = f"[Need Assistance] {name}: {quote_text(question, 80)}"
-    text = (
-        "A question needs a person from the Need Assistance team.\n\n"
-        f"Question: {question}\nAsked by: {name} ({asker}) in {where}\n"
-        f"Bot's best guess: {guess}\n\n"
-        f"Answer it in the case thread in the team room: {thread_url}\n{CASE_EMAIL_HOWTO}\n"
+    _ = i18n.gettext  # the team's mail: in the language in use (English by default)
+    subject = _("[Need Assistance] {name}: {question}").format(
+        name=name, question=quote_text(question, 80)
     )
+    needs = _("A question needs a person from the Need Assistance team.")
+    howto = _(CASE_EMAIL_HOWTO)
+    text = (
+        f"{needs}\n\n"
+        + _("Question: {question}").format(question=question)
+        + "\n"
+        + _("Asked by: {name} ({asker}) in {where}").format(name=name, asker=asker, where=where)
+        + "\n"
+        + _("Bot's best guess: {guess}").format(guess=guess)
+        + "\n\n"
+        + _("Answer it in the case thread in the team room: {url}").format(url=thread_url)
+        + f"\n{howto}\n"
+    )
+    asked = _("Asked by {name} ({asker}) in {where}.").format(
+        name=html.escape(name), asker=html.escape(asker), where=html.escape(where)
+    )
+    best = html.escape(_("Bot's best guess: {guess}").format(guess=guess))
     body = (
-        "<p>A question needs a person from the Need Assistance team.</p>"
+        f"<p>{html.escape(needs)}</p>"
         f"<blockquote>{paragraphs_html(question)}</blockquote>"
-        f"<p>Asked by {html.escape(name)} ({html.escape(asker)}) in {html.escape(where)}."
-        f"<br>Bot's best guess: {html.escape(guess)}</p>"
-        f"<p>{link('Open the case thread in the team room', thread_url)}.</p>"
-        f"<p>{html.escape(CASE_EMAIL_HOWTO)}</p>"
+        f"<p>{asked}<br>{best}</p>"
+        f"<p>{link(_('Open the case thread in the team room'), thread_url)}.</p>"
+        f"<p>{html.escape(howto)}</p>"
     )
     return subject, text, body

@@ -127,6 +127,11 @@ def format_day(moment: datetime, zone: tzinfo) -> str:
     return format_date(moment.astimezone(zone), "full", locale=_current.get())
 
 
+def format_long_date(moment: datetime, zone: tzinfo) -> str:
+    """The date without the weekday in ``zone``: "May 20, 2025", "20 de mayo de 2025"."""
+    return format_date(moment.astimezone(zone), "long", locale=_current.get())
+
+
 def format_clock(moment: datetime, zone: tzinfo) -> str:
     """The time of day in ``zone``: "3:00 PM", "15:00"."""
     return format_time(moment.astimezone(zone), "short", tzinfo=zone, locale=_current.get())

@@ -34,7 +34,8 @@ def extract(into: Path) -> Path:
     pot = into / "libhub.pot"
     CommandLineInterface().run(  # type: ignore[no-untyped-call]
         ["pybabel", "--quiet", "extract", "-F", str(LOCALES / "babel.cfg"), "-k", "N_",
-         "--add-comments=Translators:", "--no-location", "-o", str(pot), str(ROOT / "network")]
+         "--add-comments=Translators:", "--no-location", "-o", str(pot), str(ROOT / "network"),
+         str(ROOT / "bots")]
     )  # fmt: skip
     return pot
 

@@ -170,6 +170,55 @@ async def test_dashboard_pages_pass_axe(env: Env, browser: Browser, lang: str) -
     await page.context.close()
 
 
+@pytest.mark.parametrize("lang", LANGUAGES)
+async def test_public_archive_and_calendar_pages_pass_axe(
+    env: Env, browser: Browser, lang: str
+) -> None:
+    """The archive (everything, a topic, a search that finds and one that does not), the
+    calendars page and the accessibility statement, with the dates in the page's language."""
+    await publish(
+        env.service,
+        "news",
+        [item("a1", "Hotspot lending expands", summary="<p>Twelve branches lend hotspots.</p>")],
+        datetime(2026, 5, 20, 15, tzinfo=UTC),
+    )
+    page = await (await context_in(browser, lang)).new_page()
+    for path, what in (
+        ("/archive", "archive"),
+        ("/archive/topic/kind-news", "archive of a topic"),
+        ("/archive?q=hotspots", "archive search with results"),
+        ("/archive?q=zeppelin", "archive search without results"),
+        ("/calendar", "webinar calendars"),
+        ("/accessibility", "accessibility statement"),
+    ):
+        await page.goto(f"{env.base}{path}")
+        await checked(page, lang, what)
+        if "hotspots" in path or path.startswith("/archive/"):
+            date = await page.locator("main time").first.inner_text()
+            assert date == {"en": "May 20, 2026", "es": "20 de mayo de 2026"}[lang], what
+    await page.context.close()
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+async def test_dashboard_review_and_trends_pages_pass_axe(
+    env: Env, browser: Browser, lang: str
+) -> None:
+    """Moderation (nothing waiting), the audit log and the trends charts and table, with
+    their words in the page's language."""
+    page = await (await context_in(browser, lang)).new_page()
+    token = issue_login_token(env.service.settings, "dana", now=datetime.now(UTC))
+    await page.goto(login_url(env.service.settings, token))
+    await page.locator("main form button").first.click()
+    await page.locator("#feeds").wait_for()
+    with i18n.use(lang):
+        names = [i18n.gettext(w) for w in ("Moderation", "Audit log", "Trends")]
+    for path, name in zip(("moderation", "audit", "trends"), names, strict=True):
+        await page.goto(f"{env.base}/dashboard/{path}")
+        await page.get_by_role("heading", name=name, exact=True).wait_for()
+        await checked(page, lang, f"dashboard {path}")
+    await page.context.close()
+
+
 def _sample_items(now: datetime) -> list[DigestItem]:
     def one(i: int, kind: str, title: str, start: datetime | None = None) -> DigestItem:
         return DigestItem(

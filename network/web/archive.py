@@ -9,10 +9,11 @@ import html
 import re
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from network.i18n import gettext
+from network.i18n import format_long_date, gettext
 from network.storage.archive import ArchiveEntry
 from network.subscriptions.public import Scope
 from network.web.context import CONTEXT
@@ -52,13 +53,15 @@ def short_summary(summary_html: str) -> str:
     return text[: SUMMARY_CHARS - 1].rsplit(" ", 1)[0] + "…"
 
 
-def entry_view(entry: ArchiveEntry, feed_title: str) -> dict[str, Any]:
+def entry_view(entry: ArchiveEntry, feed_title: str, zone: ZoneInfo) -> dict[str, Any]:
+    """One archived item as the page shows it; its date in the page's language and the
+    network's time zone (the machine-readable one stays ISO 8601)."""
     when = entry.published or entry.first_seen
     return {
         "title": " ".join(entry.title.split()) or _("(untitled)"),
         "link": entry.link if (entry.link or "").startswith(("http://", "https://")) else None,
         "source": feed_title,
-        "date": when.strftime("%Y-%m-%d"),
+        "date": format_long_date(when, zone),
         "datetime": when.isoformat(),
         "summary": short_summary(entry.summary_html),
         "author": entry.author,
@@ -80,6 +83,7 @@ async def _archive(request: web.Request, scope: Scope | None, path: str) -> web.
         params = {k: v for k, v in (("q", query), ("page", str(page))) if v and v != "1"}
         return f"{path}?{urlencode(params)}" if params else path
 
+    zone = ZoneInfo(view.settings.network.timezone)
     title = _("Archive") if scope.slug == "all" else _("Archive: {topic}").format(topic=scope.title)
     feed_slug = scope.slug
     return html_page(
@@ -89,7 +93,7 @@ async def _archive(request: web.Request, scope: Scope | None, path: str) -> web.
         path=path,
         query=query,
         page=number,
-        entries=[entry_view(e, view.catalog.feed_title(e.feed_id)) for e in found.entries],
+        entries=[entry_view(e, view.catalog.feed_title(e.feed_id), zone) for e in found.entries],
         previous_url=link(number - 1) if number > 1 else None,
         next_url=link(number + 1) if found.has_next else None,
         atom_url=f"/feeds/{feed_slug}.xml",

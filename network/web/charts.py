@@ -13,6 +13,9 @@ from html import escape
 
 from markupsafe import Markup
 
+from network.i18n import gettext as _
+from network.i18n import ngettext
+
 WIDTH = 560
 HEIGHT = 120
 PAD_TOP = 14
@@ -24,23 +27,39 @@ def _number(value: float) -> str:
 
 
 def bar_chart(
-    chart_id: str, title: str, days: Sequence[date], values: Sequence[float | None], unit: str
+    chart_id: str,
+    title: str,
+    days: Sequence[date],
+    values: Sequence[float | None],
+    unit: str,
+    *,
+    average: bool = False,
 ) -> Markup:
-    """One bar per day; a missing value (no data that day) draws no bar."""
+    """One bar per day; a missing value (no data that day) draws no bar. ``unit`` is the
+    word shown (translated); ``average`` sums the chart up as an average, not a total."""
     known = [v for v in values if v is not None]
     top = max(known, default=0.0)
     total = sum(known)
-    if unit == "hours":
+    if average:
         summary = (
-            f"average {_number(total / len(known))} {unit} over {len(known)} day(s) with cases"
+            ngettext(
+                "average {value} {unit} over {n} day with cases",
+                "average {value} {unit} over {n} days with cases",
+                len(known),
+            ).format(value=_number(total / len(known)), unit=unit, n=len(known))
             if known
-            else "no data"
+            else _("no data")
         )
     else:
-        summary = f"{_number(total)} {unit} in {len(days)} days, at most {_number(top)} a day"
+        summary = _("{total} {unit} in {n} days, at most {top} a day").format(
+            total=_number(total), unit=unit, n=len(days), top=_number(top)
+        )
     first = days[0].isoformat() if days else ""
     last = days[-1].isoformat() if days else ""
-    desc = f"{title}, {first} to {last}: {summary}."
+    desc = _("{title}, {first} to {last}: {summary}.").format(
+        title=title, first=first, last=last, summary=summary
+    )
+    maximum = _("max {top}").format(top=_number(top))
     slot = WIDTH / max(1, len(days))
     inner = HEIGHT - PAD_TOP - PAD_BOTTOM
     bars = []
@@ -63,7 +82,7 @@ def bar_chart(
         f'<title id="{escape(chart_id)}-title">{escape(title)}</title>',
         f'<desc id="{escape(chart_id)}-desc">{escape(desc)}</desc>',
         f'<line x1="0" y1="{base}" x2="{WIDTH}" y2="{base}" stroke="#555"/>',
-        f'<text x="0" y="10" font-size="10" fill="#333">max {_number(top)}</text>',
+        f'<text x="0" y="10" font-size="10" fill="#333">{escape(maximum)}</text>',
         f'<text x="0" y="{HEIGHT - 4}" font-size="10" fill="#333">{escape(first)}</text>',
         f'<text x="{WIDTH}" y="{HEIGHT - 4}" font-size="10" fill="#333" '
         f'text-anchor="end">{escape(last)}</text>',

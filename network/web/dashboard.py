@@ -97,13 +97,13 @@ class Session:
 def age_text(since: datetime | None, now: datetime) -> str:
     """ "3 h", "2 d", "12 min": how long ago, for tables."""
     if since is None:
-        return "never"
+        return _("never")
     seconds = max(0, int((now - since).total_seconds()))
     if seconds < 3600:
-        return f"{seconds // 60} min"
+        return _("{n} min").format(n=seconds // 60)
     if seconds < 2 * 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} d"
+        return _("{n} h").format(n=seconds // 3600)
+    return _("{n} d").format(n=seconds // 86400)
 
 
 def _render(name: str, status: int = 200, **context: Any) -> web.Response:

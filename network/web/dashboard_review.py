@@ -14,16 +14,18 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from feeds.sanitize import html_to_text
+from network.i18n import N_, format_clock, format_day
+from network.i18n import gettext as _
 from network.web.context import WebContext
 from network.web.dashboard import PREFIX, Page, Session, _page, _redirect, _render, age_text
 from network.web.security import ID_PATTERN, path_id
 
-# The status line after an action (one place, for translation later).
+# The status line after an action (one place; translated where shown).
 DONE = {
-    "approved": "Item #{item} is approved and queued for delivery.",
-    "rejected": "Item #{item} is rejected: it will not be delivered.",
-    "edited": "Item #{item} now has the new title.",
-    "nothing": "Item #{item} was not waiting any more (someone decided already).",
+    "approved": N_("Item #{item} is approved and queued for delivery."),
+    "rejected": N_("Item #{item} is rejected: it will not be delivered."),
+    "edited": N_("Item #{item} now has the new title."),
+    "nothing": N_("Item #{item} was not waiting any more (someone decided already)."),
 }
 MAX_TITLE = 200
 
@@ -49,7 +51,7 @@ async def moderation_page(
         for h in held
     ]
     done, item = request.query.get("done", ""), request.query.get("item", "")
-    status = DONE[done].format(item=item) if done in DONE and item.isdigit() else ""
+    status = _(DONE[done]).format(item=item) if done in DONE and item.isdigit() else ""
     return _render(
         "dashboard_moderation.html.j2",
         session=session,
@@ -79,8 +81,8 @@ async def edit_title(
     title = " ".join(str(form.get("title", "")).split())[:MAX_TITLE]
     if not title:
         return _render(
-            "dashboard_message.html.j2", 400, title="Title missing",
-            text="An item needs a title. Go back and type one.",
+            "dashboard_message.html.j2", 400, title=_("Title missing"),
+            text=_("An item needs a title. Go back and type one."),
         )  # fmt: skip
     changed = await service.moderation.edit_title(item_id, title, actor=session.name)
     return _redirect(
@@ -97,7 +99,8 @@ async def audit_page(request: web.Request, service: WebContext, session: Session
         entries=[
             {
                 "id": e.id,
-                "at": e.at.strftime("%Y-%m-%d %H:%M UTC"),
+                "at": f"{format_day(e.at, UTC)} {format_clock(e.at, UTC)} UTC",
+                "datetime": e.at.isoformat(),
                 "actor": e.actor,
                 "action": e.action,
                 "subject": e.subject,

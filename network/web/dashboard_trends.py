@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from network.i18n import N_
+from network.i18n import gettext as _
 from network.storage.trends import MEASURES, DayTrend
 from network.web.charts import bar_chart
 from network.web.context import WebContext
@@ -21,17 +23,19 @@ from network.web.dashboard import PREFIX, Session, _page, _render
 
 DAYS = 90
 
-# measure -> (chart title and table header, unit); one place for the words.
+# measure -> (chart title and table header, unit); one place for the words, translated
+# where shown. The hour measures are averages (their charts say so).
 LABELS: dict[str, tuple[str, str]] = {
-    "delivered": ("Items delivered", "deliveries"),
-    "failed": ("Failed deliveries", "failures"),
-    "joined": ("Subscribers joining", "subscribers"),
-    "left": ("Subscribers leaving", "subscribers"),
-    "digests": ("Digests sent", "digests"),
-    "cases_opened": ("Assistance cases opened", "cases"),
-    "hours_to_answer": ("Hours to first answer (average)", "hours"),
-    "hours_to_close": ("Hours to close (average)", "hours"),
+    "delivered": (N_("Items delivered"), N_("deliveries")),
+    "failed": (N_("Failed deliveries"), N_("failures")),
+    "joined": (N_("Subscribers joining"), N_("subscribers")),
+    "left": (N_("Subscribers leaving"), N_("subscribers")),
+    "digests": (N_("Digests sent"), N_("digests")),
+    "cases_opened": (N_("Assistance cases opened"), N_("cases")),
+    "hours_to_answer": (N_("Hours to first answer (average)"), N_("hours")),
+    "hours_to_close": (N_("Hours to close (average)"), N_("hours")),
 }
+AVERAGES = frozenset({"hours_to_answer", "hours_to_close"})
 
 
 async def _trends(service: WebContext) -> list[DayTrend]:
@@ -44,13 +48,14 @@ async def trends_page(request: web.Request, service: WebContext, session: Sessio
     charts = [
         {
             "id": f"chart-{m.replace('_', '-')}",
-            "title": LABELS[m][0],
+            "title": _(LABELS[m][0]),
             "svg": bar_chart(
                 f"chart-{m.replace('_', '-')}",
-                LABELS[m][0],
+                _(LABELS[m][0]),
                 dates,
                 [getattr(d, m) for d in days],
-                LABELS[m][1],
+                _(LABELS[m][1]),
+                average=m in AVERAGES,
             ),
         }
         for m in MEASURES
@@ -65,7 +70,7 @@ async def trends_page(request: web.Request, service: WebContext, session: Sessio
         network=service.settings.network.name,
         days=DAYS,
         charts=charts,
-        headers=[LABELS[m][0] for m in MEASURES],
+        headers=[_(LABELS[m][0]) for m in MEASURES],
         rows=rows,
     )
 

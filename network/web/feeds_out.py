@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from feeds.opml import OpmlFeed, write_opml
-from network.i18n import gettext
+from network.i18n import current, gettext
 from network.storage.archive import ArchiveEntry
 from network.subscriptions.public import Scope
 from network.web.archive import short_summary
@@ -30,6 +30,9 @@ _ = gettext
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 FEED_ITEMS = 50
+# A feed's words and language follow the request's (network/web/language.py): a shared
+# cache must keep one copy per language.
+LANGUAGE_VARY = "Accept-Language, Cookie"
 
 
 def entry_id(base: str, item_id: int) -> str:
@@ -109,7 +112,8 @@ def json_feed(
         "title": name if scope.slug == "all" else f"{name}: {scope.title}",
         "home_page_url": base + archive,
         "feed_url": f"{base}/feeds/{scope.slug}.json",
-        "language": "en",
+        # The language of the request (network/web/language.py), as the titles are.
+        "language": current(),
         "items": items,
     }
 
@@ -137,7 +141,7 @@ async def atom(request: web.Request) -> web.Response:
         body=atom_feed(scope, entries, **common),
         content_type="application/atom+xml",
         charset="utf-8",
-        headers={"Cache-Control": PUBLIC_CACHE},
+        headers={"Cache-Control": PUBLIC_CACHE, "Vary": LANGUAGE_VARY},
     )
 
 
@@ -147,7 +151,7 @@ async def json_handler(request: web.Request) -> web.Response:
         text=json.dumps(json_feed(scope, entries, **common), ensure_ascii=False),
         content_type="application/feed+json",
         charset="utf-8",
-        headers={"Cache-Control": PUBLIC_CACHE},
+        headers={"Cache-Control": PUBLIC_CACHE, "Vary": LANGUAGE_VARY},
     )
 
 

@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from network.delivery.webhooks import HookRefused
+from network.i18n import N_
+from network.i18n import gettext as _
 from network.ratelimit import PerClientLimit
 from network.settings.model import previous_secrets, secret
 from network.settings.moderation import HookSettings
@@ -27,30 +29,30 @@ from network.web.context import context_of
 
 log = logging.getLogger(__name__)
 
-# What a sender is told (one place, for translation later).
-NO_HOOK = "No webhook has this address. Check the URL that `libhub hooks` printed."
-BAD_TOKEN = (
+# What a sender is told (one place; translated where it is sent).
+NO_HOOK = N_("No webhook has this address. Check the URL that `libhub hooks` printed.")
+BAD_TOKEN = N_(
     "This webhook address is not signed by this service (the secret may have changed). "
     "Ask the network's coordinator for the current URL (`libhub hooks`)."
 )
-NO_SECRET = "Webhooks are off: the service has no secret configured (web.secret_env)."
-TOO_LARGE = (
+NO_SECRET = N_("Webhooks are off: the service has no secret configured (web.secret_env).")
+TOO_LARGE = N_(
     "The body is larger than this webhook accepts ({limit} KiB); nothing was stored. "
     "Send less, or ask the coordinator to raise the hook's max_kib."
 )
-TOO_MANY = (
+TOO_MANY = N_(
     "Too many posts to this webhook: at most {limit} per {window}; nothing was stored. "
     "Try again later."
 )
-NOT_JSON = "The body is not a JSON object: {error}. Send one object, or form fields."
-BAD_FORM = "The form fields could not be read ({error}). Send them as UTF-8."
-BAD_TYPE = (
+NOT_JSON = N_("The body is not a JSON object: {error}. Send one object, or form fields.")
+BAD_FORM = N_("The form fields could not be read ({error}). Send them as UTF-8.")
+BAD_TYPE = N_(
     "Send JSON (application/json) or form fields (application/x-www-form-urlencoded), not {ctype}."
 )
-ACCEPTED = "Accepted: the item is queued for delivery."
-HELD = "Accepted: the item waits for a coordinator's approval before public channels."
-ALREADY = "Already received: this item was stored before and is not posted again."
-UPDATED = "Updated: the item was stored before; recent room posts of it are corrected."
+ACCEPTED = N_("Accepted: the item is queued for delivery.")
+HELD = N_("Accepted: the item waits for a coordinator's approval before public channels.")
+ALREADY = N_("Already received: this item was stored before and is not posted again.")
+UPDATED = N_("Updated: the item was stored before; recent room posts of it are corrected.")
 
 HOOK_LIMITS: web.AppKey[dict[str, PerClientLimit]] = web.AppKey("hook_limits")
 
@@ -90,13 +92,13 @@ def _payload(request: web.Request, raw: bytes) -> dict[str, Any]:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise web.HTTPBadRequest(
-                text=json.dumps({"ok": False, "message": NOT_JSON.format(error=e)}),
+                text=json.dumps({"ok": False, "message": _(NOT_JSON).format(error=e)}),
                 content_type="application/json",
             ) from e
         if not isinstance(data, dict):
             raise web.HTTPBadRequest(
                 text=json.dumps(
-                    {"ok": False, "message": NOT_JSON.format(error=type(data).__name__)}
+                    {"ok": False, "message": _(NOT_JSON).format(error=type(data).__name__)}
                 ),
                 content_type="application/json",
             )
@@ -106,11 +108,11 @@ def _payload(request: web.Request, raw: bytes) -> dict[str, Any]:
             return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
         except UnicodeDecodeError as e:
             raise web.HTTPBadRequest(
-                text=json.dumps({"ok": False, "message": BAD_FORM.format(error=e.reason)}),
+                text=json.dumps({"ok": False, "message": _(BAD_FORM).format(error=e.reason)}),
                 content_type="application/json",
             ) from e
     raise web.HTTPUnsupportedMediaType(
-        text=json.dumps({"ok": False, "message": BAD_TYPE.format(ctype=ctype or "nothing")}),
+        text=json.dumps({"ok": False, "message": _(BAD_TYPE).format(ctype=ctype or _("nothing"))}),
         content_type="application/json",
     )
 
@@ -122,12 +124,12 @@ def _hook(request: web.Request) -> HookSettings | web.Response:
     try:
         hook = service.settings.hook(hook_id or "")
     except KeyError:
-        return _text(404, NO_HOOK)
+        return _text(404, _(NO_HOOK))
     value = secret(service.settings.web.secret_env)
     if not value or len(value.encode()) < MIN_SECRET_BYTES:
-        return _text(503, NO_SECRET)
+        return _text(503, _(NO_SECRET))
     if not hook_token_valid(value.encode(), token, previous=previous_secrets(service.settings.web)):
-        return _text(403, BAD_TOKEN)
+        return _text(403, _(BAD_TOKEN))
     return hook
 
 
@@ -139,7 +141,7 @@ async def receive_hook(request: web.Request) -> web.StreamResponse:
     raw = await _read_bounded(request, hook.max_kib * 1024)
     if raw is None:
         log.info("webhook %s: body over %d KiB refused", hook.id, hook.max_kib)
-        return _text(413, TOO_LARGE.format(limit=hook.max_kib), Connection="close")
+        return _text(413, _(TOO_LARGE).format(limit=hook.max_kib), Connection="close")
     limit = request.app[HOOK_LIMITS].setdefault(
         hook.id, PerClientLimit(hook.rate_limit, hook.rate_window.total_seconds(), key=str)
     )
@@ -149,7 +151,7 @@ async def receive_hook(request: web.Request) -> web.StreamResponse:
         log.info("webhook %s: over its rate limit", hook.id)
         return _text(
             429,
-            TOO_MANY.format(limit=hook.rate_limit, window=_window_text(window)),
+            _(TOO_MANY).format(limit=hook.rate_limit, window=_window_text(window)),
             **{"Retry-After": str(max(1, int(window / hook.rate_limit)))},
         )
     try:
@@ -158,9 +160,9 @@ async def receive_hook(request: web.Request) -> web.StreamResponse:
         return _text(422, str(e))
     body = {"ok": True, "key": result.item_key, "queued": result.queued, "held": result.held}
     if not result.new:
-        message = UPDATED if result.updated else ALREADY
+        message = _(UPDATED) if result.updated else _(ALREADY)
         return web.json_response({**body, "message": message}, status=200)
-    message = HELD if result.held else ACCEPTED
+    message = _(HELD) if result.held else _(ACCEPTED)
     return web.json_response({**body, "message": message}, status=202)
 
 
