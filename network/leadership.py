@@ -43,6 +43,7 @@ class Leadership:
         self.started_at = clock()
         self.leading = asyncio.Event()  # set while this instance holds the lease
         self.lost = asyncio.Event()  # set when a held lease could not be renewed
+        storage.claimant = self.instance_id
 
     async def beat(self) -> bool:
         """Record the heartbeat and take or renew the lease; True while leading."""
@@ -51,6 +52,11 @@ class Leadership:
             self.instance_id, host=socket.gethostname(), pid=os.getpid(),
             started_at=self.started_at, now=now,
         )  # fmt: skip
+        if self.shared:
+            # Rows an instance claimed before it went silent are due again now, not when
+            # their leases run out (2 minutes): its rooms go on, in order.
+            if taken := await self.storage.release_claims_of_silent(now, silent_since=now - TTL):
+                log.warning("%d deliveries of a silent instance are due again", taken)
         await self.storage.forget_instances_older_than(now - FORGET_AFTER)
         leads = await self.storage.try_lead(
             self.instance_id, now=now, ttl=TTL, force=not self.shared

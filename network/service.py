@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 
 VERSION = "0.1.0"
+FOLLOW_EVERY = 2.0  # seconds between a follower's tries of the stored Matrix session
 
 EventHook = Callable[[str, nio.Event], Awaitable[None]]
 
@@ -128,6 +129,9 @@ class Service:
                 room_parallelism=d.room_parallelism,
                 room_pace=d.room_pace.total_seconds(),
                 group_threshold=d.group_threshold,
+                # Instances on one PostgreSQL share the rooms: a claim takes as many rooms
+                # as a round serves at once, whole (each room keeps its order).
+                claim_rooms=d.room_parallelism if storage.dialect == POSTGRESQL else None,
             ),
             router=self.router,
             # Route templates can depend on the cohort; cohort items carry it in their feed id.
@@ -365,6 +369,7 @@ class Service:
             asyncio.create_task(self.leadership.run(stop), name="heartbeat"),
             asyncio.create_task(self.delivery.run(stop), name="delivery"),
             asyncio.create_task(self._lead(stop, watch), name="leader"),
+            asyncio.create_task(self._follow_session(stop), name="matrix-session"),
         ]
         for task in tasks:
             task.add_done_callback(watch)
@@ -373,6 +378,18 @@ class Service:
         await _finish(tasks)
         if failed:
             raise ServiceFailed(f"background task failed: {'; '.join(failed)}")
+
+    async def _follow_session(self, stop: asyncio.Event) -> None:
+        """While another instance leads, deliver through the Matrix session it stored
+        (the leader's sync loop logs in; a follower never makes a device of its own)."""
+        while not stop.is_set():
+            if not self.leadership.leading.is_set() and not self.matrix.logged_in:
+                try:
+                    await self.matrix.adopt_session()
+                except Exception:
+                    log.exception("could not use the stored Matrix session; retrying")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FOLLOW_EVERY)
 
     async def _lead(self, stop: asyncio.Event, watch: Callable[[asyncio.Task[Any]], None]) -> None:
         """Whenever this instance holds the leader lease, run the leader's loops; when it

@@ -287,3 +287,22 @@ async def test_short_secret_is_a_clear_503_not_a_crash(
         http.cookie_jar.update_cookies({"libhub_dashboard": "a.b"})
         async with http.get(f"{base(service)}/dashboard", allow_redirects=False) as r:
             assert r.status == 503 and "LIBHUB_SECRET" in await r.text()
+
+
+async def test_overview_lists_every_instance_and_which_one_leads(service: Service) -> None:
+    now = datetime.now(UTC)
+    await service.leadership.beat()  # this service: it leads (SQLite)
+    await service.storage.heartbeat(
+        "other-host:4242:abcd", host="other-host", pid=4242, started_at=now, now=now
+    )
+    token = issue_login_token(service.settings, "dana", now=now)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await login(http, service, token)
+        async with http.get(f"{base(service)}/dashboard") as page:
+            text = html.unescape(await page.text())
+    rows = re.findall(r"<tr><th scope=\"row\">(.*?)</tr>", text, re.S)
+    mine = [r for r in rows if service.leadership.instance_id in r]
+    other = [r for r in rows if "other-host:4242:abcd" in r]
+    assert len(mine) == 1 and "Leader" in mine[0]
+    assert len(other) == 1 and "Delivers only" in other[0] and "process 4242" in other[0]
+    assert "2 libhub instances on this database" in text

@@ -88,3 +88,51 @@ async def test_a_claim_whose_lease_ran_out_cannot_mark_the_row_sent(postgres: Pg
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_claim_takes_whole_rooms_up_to_a_limit_and_leaves_the_rest(
+    postgres: PgServer,
+) -> None:
+    url = await postgres.new_database()
+    a, b = await Storage.open(url), await Storage.open(url)
+    try:
+        rooms = [f"#r{i}:x" for i in range(6)]
+        await _queue(a, rooms, 5)
+        got_a = await a.claim_due(T0, limit=800, per_target=200, max_targets=3)
+        got_b = await b.claim_due(T0, limit=800, per_target=200, max_targets=3)
+        by_room_a = {r.target for r in got_a}
+        by_room_b = {r.target for r in got_b}
+        # Each instance has three rooms, whole (all five items), and none in common.
+        assert len(by_room_a) == len(by_room_b) == 3 and not by_room_a & by_room_b
+        assert len(got_a) == len(got_b) == 15
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_the_claims_of_a_silent_instance_are_due_again_at_once(postgres: PgServer) -> None:
+    url = await postgres.new_database()
+    a, b = await Storage.open(url), await Storage.open(url)
+    a.claimant, b.claimant = "host:1:a", "host:2:b"
+    try:
+        await _queue(a, ["#r1:x", "#r2:x"], 3)
+        for who, s in ((a.claimant, a), (b.claimant, b)):
+            await s.heartbeat(who, host="host", pid=1, started_at=T0, now=T0)
+        got_a = await a.claim_due(T0, limit=3, per_target=3, max_targets=1)
+        assert len(got_a) == 3
+        # a's room is a's while its heartbeat is fresh...
+        soon = T0 + timedelta(seconds=10)
+        await b.heartbeat(b.claimant, host="host", pid=2, started_at=T0, now=soon)
+        assert await b.release_claims_of_silent(soon, silent_since=soon - TTL) == 0
+        # ...and b's again once a has been silent for longer than the leader lease.
+        later = T0 + timedelta(seconds=20)
+        await b.heartbeat(b.claimant, host="host", pid=2, started_at=T0, now=later)
+        assert await b.release_claims_of_silent(later, silent_since=later - TTL) == 3
+        taken = await b.claim_due(later, limit=10)
+        assert {r.id for r in got_a} <= {r.id for r in taken}
+        # a comes back after the fact: its results are fenced off.
+        await a.record_sent([Sent(r.id, "$late") for r in got_a], now=later)
+        assert (await b.outbox_counts())["sent"] == 0
+    finally:
+        await a.close()
+        await b.close()

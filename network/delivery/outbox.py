@@ -66,6 +66,7 @@ class Delivery(RoomLanes):
             limit=p.claim_batch,
             lease=timedelta(seconds=p.lease),
             per_target=p.claim_per_target,
+            max_targets=p.claim_rooms,
         )
         if not rows:
             return False

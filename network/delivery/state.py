@@ -36,6 +36,9 @@ class DeliveryPolicy:
     max_attempts_apprise: int = 20
     claim_batch: int = 800
     claim_per_target: int = 200  # a long backlog in one room does not starve the others
+    # Several instances (PostgreSQL): one claim takes this many rooms whole, the others
+    # are left to the other instances (a round serves room_parallelism rooms at a time).
+    claim_rooms: int | None = None
     lease: float = 120.0
     lane_budget: float = 60.0  # a room's turn ends after this; its rest goes to the next round
     flush_every: int = 20  # Matrix results written per transaction

@@ -205,6 +205,27 @@ class MatrixGateway:
         await self._remember_session(resp.access_token, resp.device_id)
         await self.prepare_crypto()
 
+    async def adopt_session(self) -> bool:
+        """On an instance that does not lead: use the session the leader stored (the same
+        access token and device), never the password, which would make a new device, so a
+        resend after a crash still carries a transaction id the homeserver knows. The crypto
+        store is not opened: only the leader syncs, and one process owns the store."""
+        token = self._env_token or await self.storage.get_state("matrix.token")
+        if not token:
+            return False  # the leader has not logged in yet
+        self.client.access_token = token
+        try:
+            who = await self._request("GET", "/_matrix/client/v3/account/whoami", what="whoami")
+        except MatrixError as e:
+            self.last_error = str(e)
+            return False
+        self.client.user_id = self.user_id = str(who.get("user_id", self.user_id))
+        device = who.get("device_id") or await self.storage.get_state("matrix.device_id")
+        self.client.device_id = str(device or "")
+        self._logged_in = True
+        self.cross_signing.user_id = self.user_id
+        return True
+
     async def prepare_crypto(self) -> None:
         """Once per process, after login: the crypto store opened and checked against the
         device's published keys, the keys published, and the device cross-signed."""

@@ -67,6 +67,9 @@ class Database:
         self.path = path
         # Outbox rows this process claimed -> the claim's lease token (fencing, outbox.py).
         self._lease_tokens: dict[int, str] = {}
+        # The instance whose claims these are (network/leadership.py): its id starts each
+        # lease token, so another instance can take back the claims of one that died.
+        self.claimant = ""
 
     @classmethod
     async def open(

@@ -71,11 +71,15 @@ class OutboxStore(Database):
         limit: int = 100,
         lease: timedelta = timedelta(minutes=2),
         per_target: int | None = None,
+        max_targets: int | None = None,
     ) -> list[OutboxRow]:
         """Take up to ``limit`` due rows, leasing them so no other worker takes them too.
 
         ``per_target`` caps the rows of one room or URL, so a long backlog in one room
-        does not starve the others. A worker that dies keeps its lease until it runs out
+        does not starve the others; ``max_targets`` (with ``per_target``) takes whole rooms,
+        the ones waiting longest first, up to that many, and leaves the rest to other
+        instances (PostgreSQL), so they share the work instead of one claim taking it all.
+        A worker that dies keeps its lease until it runs out
         (or until the next start calls `release_leases`); the row is then due again and
         is re-sent with the same transaction id, which the homeserver deduplicates.
         """
@@ -97,7 +101,18 @@ class OutboxStore(Database):
                 "WHERE lane_rank <= ? ORDER BY id LIMIT ?"
             )
             params = (stamp, *lane_params, per_target, limit)
-        token = uuid.uuid4().hex
+            if max_targets is not None:
+                # Lanes numbered by their oldest due row: a claim takes the first ones whole.
+                sql = (
+                    "SELECT * FROM (SELECT *, DENSE_RANK() OVER "
+                    "(ORDER BY lane_first, target_type, target) AS lane_no FROM "
+                    "(SELECT *, ROW_NUMBER() OVER (PARTITION BY target_type, target ORDER BY id) "
+                    "AS lane_rank, MIN(id) OVER (PARTITION BY target_type, target) AS lane_first "
+                    f"FROM outbox WHERE status = 'pending' AND next_attempt <= ?{lanes}) AS due) "
+                    "AS lanes WHERE lane_rank <= ? AND lane_no <= ? ORDER BY id LIMIT ?"
+                )
+                params = (stamp, *lane_params, per_target, max_targets, limit)
+        token = f"{self.claimant}/{uuid.uuid4().hex}" if self.claimant else uuid.uuid4().hex
         async with self.transaction() as conn:
             if shared:
                 # Claims take turns (the lane check above needs the last claim's leases),
@@ -137,6 +152,19 @@ class OutboxStore(Database):
             "UPDATE outbox SET next_attempt = ? WHERE status = 'pending' "
             "AND next_attempt > ? AND next_attempt <= ?",
             (now_iso(now), now_iso(now), now_iso(now + lease)),
+        )
+
+    async def release_claims_of_silent(self, now: datetime, *, silent_since: datetime) -> int:
+        """Make due now the rows claimed by instances whose last heartbeat is older than
+        ``silent_since`` (killed, or cut off): their rooms go on without waiting for the
+        leases to run out. A silent instance that comes back is fenced off (its token is
+        gone) and a message it sends again carries the same transaction id."""
+        return await self.execute(
+            "UPDATE outbox SET next_attempt = ?, lease_token = NULL WHERE status = 'pending' "
+            "AND lease_token IS NOT NULL AND EXISTS (SELECT 1 FROM instances gone "
+            "WHERE gone.heartbeat_at < ? "
+            "AND substr(outbox.lease_token, 1, length(gone.id) + 1) = gone.id || '/')",
+            (now_iso(now), now_iso(silent_since)),
         )
 
     async def release(

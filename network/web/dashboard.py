@@ -317,7 +317,20 @@ async def overview_data(service: WebContext, now: datetime) -> dict[str, Any]:
         by_frequency[sub.prefs.frequency] += 1
         by_topic.update(sub.prefs.topics)
     rounds = await _optional(storage, "recent_digest_rounds")
+    # Every libhub on this database and which one leads (network/leadership.py).
+    instances = [
+        {
+            "id": i.id,
+            "host": i.host,
+            "pid": i.pid,
+            "leader": i.leader,
+            "started": age_text(i.started_at, now),
+            "heartbeat": age_text(i.heartbeat_at, now),
+        }
+        for i in await storage.instances(now)
+    ]
     return {
+        "instances": instances,
         "feeds": feeds,
         "outbox": await storage.outbox_counts(),
         "cases": open_cases,
