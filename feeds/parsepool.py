@@ -13,15 +13,16 @@ poll cycle and should get a core first. A worker that dies (killed, out of memor
 pool: it is replaced and the document is tried once more, then reported as a `ParseError`.
 Where worker processes cannot be started at all, parsing falls back to threads.
 
-Workers are started with forkserver (spawn where there is none), which imports the main
-script in each worker: a script that polls must keep its work under
-`if __name__ == "__main__":` (console scripts and `python -m` already do).
+Workers are started with spawn (fresh interpreters; no forkserver, which would be one more
+process as large as a worker), which imports the main script in each worker: a script that
+polls must keep its work under `if __name__ == "__main__":` (console scripts and
+`python -m` already do).
 
 Workers belong to the process that started them: they ignore Ctrl-C (the terminal sends
 SIGINT to every process in the foreground group; the parent shuts the pool down), and they
 exit as soon as that process is gone, even when it was SIGKILLed and had no chance to shut
-the pool down. Then the forkserver and the resource tracker, which live only as long as
-some worker holds their pipes, exit too.
+the pool down. Then the resource tracker, which lives only as long as some worker holds its
+pipe, exits too.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import weakref
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from feeds import parse
 from feeds.errors import ParseError
@@ -63,13 +65,15 @@ def _parse_in_worker(body: bytes, url: str, headers: dict[str, str] | None) -> P
     return parse.parse_feed(body, url=url, headers=headers)
 
 
-def _init_worker(owner: int) -> None:
-    """Worker initializer: background priority, no Ctrl-C, and exit when ``owner`` is gone."""
+def _init_worker(owner: int, started: Any) -> None:
+    """Worker initializer: background priority, no Ctrl-C, and exit when ``owner`` is gone;
+    then ``started`` (a semaphore) is released."""
     # The parent handles Ctrl-C and shuts the pool down; a worker interrupted mid-parse would
     # only print a KeyboardInterrupt traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _lower_priority()
     _exit_with_owner(owner)
+    started.release()
 
 
 def _lower_priority() -> None:
@@ -149,22 +153,27 @@ def _start_pool(size: int) -> ProcessPoolExecutor | None:
             _pool = None
         if _unavailable:
             return None
-        # forkserver: workers are forked from a clean helper that has imported the parser
-        # once, never from this multi-threaded process (forking threads risks deadlocks).
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if context.get_start_method() == "forkserver":
-            context.set_forkserver_preload(["feeds.parse"])
+        # spawn: each worker is a fresh interpreter that imports only what parsing needs,
+        # never a fork of this multi-threaded process (forking threads risks deadlocks).
+        # Not forkserver: its server is one more process as large as a worker, kept for
+        # the pool's whole life only to fork workers that start once.
+        context = multiprocessing.get_context("spawn")
+        started = context.Semaphore(0)
         try:
             pool = ProcessPoolExecutor(
                 max_workers=size,
                 mp_context=context,
                 initializer=_init_worker,
-                initargs=(os.getpid(),),
+                initargs=(os.getpid(), started),
             )
             # One task per worker while none is idle: each submit starts a worker.
             for waiting in [pool.submit(_ready) for _ in range(size)]:
                 waiting.result(timeout=120)
+            # A spawned worker imports the parser before it ignores Ctrl-C: the pool is
+            # ready once every worker got that far (one may have run both tasks above).
+            for _ in range(len(getattr(pool, "_processes", None) or {})):
+                if not started.acquire(timeout=120):
+                    raise TimeoutError("a parser process did not start within 120 s")
         except Exception as e:  # no semaphores, no fork, a sandbox: parse in threads
             log.warning("cannot start parser processes (%s); parsing in threads instead", e)
             _unavailable = True
