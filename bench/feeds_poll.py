@@ -173,7 +173,7 @@ def run_libhub(base: str, feeds: int, workdir: str) -> dict[str, float]:
         outcomes = await poller.poll_due(force=True)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         helper_cpu = sum(_proc_cpu_s(pid) for pid in helpers) - helper_cpu0
-        helper_peak = sum(_proc_peak_mib(pid) for pid in helpers)
+        helper_peaks = [_proc_peak_mib(pid) for pid in helpers]
         done = True
         await tick
         new = sum(o.new for o in outcomes)
@@ -184,7 +184,8 @@ def run_libhub(base: str, feeds: int, workdir: str) -> dict[str, float]:
             "cpu": cpu + helper_cpu,
             "new": new,
             "stall_ms": stall * 1000,
-            "helper_peak_mib": helper_peak,
+            "helper_peak_mib": sum(helper_peaks),
+            "helper_peak_max_mib": max(helper_peaks, default=0.0),
             "helpers": len(helpers),
         }
 
@@ -217,6 +218,7 @@ def child(which: str, base: str) -> None:
         fn = run_libhub if which == "libhub" else run_reader
         result = fn(base, ARGS.feeds, workdir)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["own_peak_mib"] = own
     result["peak_mib"] = own + result.pop("helper_peak_mib", 0.0)
     print(json.dumps(result))
 

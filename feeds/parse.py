@@ -12,7 +12,6 @@ module-wide semaphore so the event loop never parses.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import html
 import logging
@@ -21,7 +20,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 import feedparser
@@ -44,6 +43,9 @@ from feeds.errors import NotAFeedError, ParseError
 from feeds.jsonfeed import is_json_media_type, read_json_feed
 from feeds.sanitize import html_to_text, sanitize_html, strip_tracking_params
 from feeds.schedule import KeyEntry, dedupe_keys
+
+if TYPE_CHECKING:  # asyncio only where it runs: parser worker processes never import it
+    import asyncio
 
 __all__ = [
     "GZIP_MAGIC",
@@ -429,6 +431,8 @@ async def parse_feed_async(
     body: bytes, *, url: str, headers: Mapping[str, str] | None = None
 ) -> ParsedFeed:
     """`parse_feed` in a worker thread, at most `set_parse_concurrency(n)` at a time."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     semaphore = _semaphores.get(loop)
     if semaphore is None:

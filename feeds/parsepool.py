@@ -13,34 +13,33 @@ poll cycle and should get a core first. A worker that dies (killed, out of memor
 pool: it is replaced and the document is tried once more, then reported as a `ParseError`.
 Where worker processes cannot be started at all, parsing falls back to threads.
 
-Workers are started with forkserver (spawn where there is none), which imports the main
-script in each worker: a script that polls must keep its work under
-`if __name__ == "__main__":` (console scripts and `python -m` already do).
+Workers are started with spawn (fresh interpreters; no forkserver, which would be one more
+process as large as a worker) and import only `feeds.parseworker` and the parser, not the
+caller's main module.
 
 Workers belong to the process that started them: they ignore Ctrl-C (the terminal sends
 SIGINT to every process in the foreground group; the parent shuts the pool down), and they
 exit as soon as that process is gone, even when it was SIGKILLed and had no chance to shut
-the pool down. Then the forkserver and the resource tracker, which live only as long as
-some worker holds their pipes, exit too.
+the pool down. Then the resource tracker, which lives only as long as some worker holds its
+pipe, exits too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import multiprocessing
 import os
-import select
-import signal
 import sys
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from feeds import parse
+from feeds import parse, parseworker
 from feeds.errors import ParseError
 from feeds.parse import ParsedFeed
 
@@ -53,89 +52,37 @@ _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
 _unavailable = False  # worker processes could not be started here; use threads
 _exit_hook = False
-_WORKER_NICENESS = 10
 _semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[asyncio.Semaphore, int]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _parse_in_worker(body: bytes, url: str, headers: dict[str, str] | None) -> ParsedFeed:
-    return parse.parse_feed(body, url=url, headers=headers)
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While workers are started: they do not import this process's main module.
 
-
-def _init_worker(owner: int) -> None:
-    """Worker initializer: background priority, no Ctrl-C, and exit when ``owner`` is gone."""
-    # The parent handles Ctrl-C and shuts the pool down; a worker interrupted mid-parse would
-    # only print a KeyboardInterrupt traceback of its own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _lower_priority()
-    _exit_with_owner(owner)
-
-
-def _lower_priority() -> None:
-    """Parsing is background work; the event loop's process comes first.
-
-    The loop is the serial part of a poll cycle (every request, every database write), so on
-    a busy machine it should not wait for a core while a worker parses: measured on 2 cores,
-    a cycle of 1,000 feeds took about 1.0 s with workers at normal priority, 0.8 s at +10.
+    A spawned process runs the parent's main module again (so that callables defined there
+    can be unpickled); ours only run `feeds.parseworker`. Under ``libhub run`` that main
+    module is the whole service, held in every worker's memory for nothing. multiprocessing
+    reads ``__main__.__spec__`` and ``__file__`` when it starts a process; both are put back
+    at once (the submits above start the workers synchronously).
     """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    missing = object()
+    saved = {k: main.__dict__.get(k, missing) for k in ("__spec__", "__file__")}
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
     try:
-        os.nice(_WORKER_NICENESS)
-    except (AttributeError, OSError):  # no nice() on this platform, or not permitted
-        pass
-
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-_OWNER_POLL_SECONDS = 1.0
-
-
-def _exit_with_owner(owner: int) -> None:
-    """End this worker when the process that owns the pool ends, however it ends.
-
-    A SIGKILLed owner cannot shut the pool down, and nothing else would: each worker holds
-    the write end of its own task queue and of the forkserver's liveness pipe, so neither
-    ever sees end-of-file. A watchdog thread waits on a pidfd of the owner (Linux: woken the
-    moment it exits) or polls for it. Under forkserver the worker's parent is the forkserver,
-    which may also die first: PR_SET_PDEATHSIG covers that (not set under spawn, where the
-    parent is a thread of the owner that may end while the owner lives on).
-    """
-    if os.getppid() != owner and sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # no libc prctl: the watchdog still covers it
-            pass
-    try:
-        pidfd = os.pidfd_open(owner)
-    except ProcessLookupError:
-        os._exit(1)  # the owner died before this worker started
-    except (AttributeError, OSError):  # not Linux, or a kernel without pidfds
-        pidfd = -1
-    threading.Thread(
-        target=_watch_owner, args=(owner, pidfd), name="parsepool-owner-watch", daemon=True
-    ).start()
-
-
-def _watch_owner(owner: int, pidfd: int) -> None:
-    if pidfd >= 0:
-        select.select([pidfd], [], [])  # readable once the owner has exited
-        os._exit(1)
-    while True:
-        try:
-            os.kill(owner, 0)
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:  # the pid was reused by someone else's process
-            os._exit(1)
-        if os.getppid() == 1:  # our parent (the forkserver) is gone
-            os._exit(1)
-        threading.Event().wait(_OWNER_POLL_SECONDS)
-
-
-def _ready() -> None:
-    """A no-op task: submitting it makes the pool start a worker."""
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is missing:
+                main.__dict__.pop(key, None)
+            else:
+                main.__dict__[key] = value
 
 
 def _start_pool(size: int) -> ProcessPoolExecutor | None:
@@ -149,22 +96,29 @@ def _start_pool(size: int) -> ProcessPoolExecutor | None:
             _pool = None
         if _unavailable:
             return None
-        # forkserver: workers are forked from a clean helper that has imported the parser
-        # once, never from this multi-threaded process (forking threads risks deadlocks).
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if context.get_start_method() == "forkserver":
-            context.set_forkserver_preload(["feeds.parse"])
+        # spawn: each worker is a fresh interpreter that imports only what parsing needs,
+        # never a fork of this multi-threaded process (forking threads risks deadlocks).
+        # Not forkserver: its server is one more process as large as a worker, kept for
+        # the pool's whole life only to fork workers that start once.
+        context = multiprocessing.get_context("spawn")
+        started = context.Semaphore(0)
         try:
             pool = ProcessPoolExecutor(
                 max_workers=size,
                 mp_context=context,
-                initializer=_init_worker,
-                initargs=(os.getpid(),),
+                initializer=parseworker.init_worker,
+                initargs=(os.getpid(), started),
             )
             # One task per worker while none is idle: each submit starts a worker.
-            for waiting in [pool.submit(_ready) for _ in range(size)]:
+            with _main_module_hidden():
+                starting = [pool.submit(parseworker.ready) for _ in range(size)]
+            for waiting in starting:
                 waiting.result(timeout=120)
+            # A spawned worker imports the parser before it ignores Ctrl-C: the pool is
+            # ready once every worker got that far (one may have run both tasks above).
+            for _ in range(len(getattr(pool, "_processes", None) or {})):
+                if not started.acquire(timeout=120):
+                    raise TimeoutError("a parser process did not start within 120 s")
         except Exception as e:  # no semaphores, no fork, a sandbox: parse in threads
             log.warning("cannot start parser processes (%s); parsing in threads instead", e)
             _unavailable = True
@@ -232,7 +186,9 @@ async def parse_feed_in_process(
                     parse.parse_feed, body, url=url, headers=plain_headers
                 )
             try:
-                running = loop.run_in_executor(pool, _parse_in_worker, body, url, plain_headers)
+                running = loop.run_in_executor(
+                    pool, parseworker.parse_in_worker, body, url, plain_headers
+                )
             except RuntimeError:  # shut down between the lookup and the submit
                 _discard(pool)
                 continue
