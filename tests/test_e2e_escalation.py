@@ -15,6 +15,7 @@ from tests.e2ekit import JsClient
 from tests.test_bot_support import world
 from tests.test_e2e_encrypted import plain_from
 from tests.test_escalation import OUT_OF_SCOPE, in_thread, thread_of
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.synapse, pytest.mark.slow]
 
@@ -50,8 +51,13 @@ async def test_team_answer_in_an_encrypted_thread_reaches_the_asker_decrypted(
         relayed = await asker.wait_message(dm, sender=bot, contains=head)
         assert relayed["encrypted"] is True and relayed["decryption_failure"] is None
         assert relayed["content"]["body"] == f"{head} {answer}"
-        case = await service.storage.case_by_thread_root(root["event_id"])
-        assert case is not None and case.state == "answered"
+
+        # The case records the answer once the relay is sent: the asker may read it first.
+        async def answered() -> bool:
+            case = await service.storage.case_by_thread_root(root["event_id"])
+            return case is not None and case.state == "answered"
+
+        await eventually(answered, what="the case marked answered")
         in_room = [
             e
             for e in await team.events(w.team_room)
