@@ -136,3 +136,45 @@ async def test_the_claims_of_a_silent_instance_are_due_again_at_once(postgres: P
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_row_waiting_out_a_backoff_holds_back_the_rest_of_its_room(
+    db_location: str | Path,
+) -> None:
+    s = await Storage.open(db_location)
+    try:
+        await _queue(s, ["#a:x", "#b:x"], 3)
+        rows = await s.claim_due(T0, limit=100)
+        room_a = [r for r in rows if r.target == "#a:x"]
+        first, *rest = sorted(room_a, key=lambda r: r.id)
+        # The room's first message failed and backs off; the rest of the round was not tried.
+        await s.mark_retry(first.id, error="boom", next_attempt=T0 + timedelta(minutes=10))
+        others = [r.id for r in rows if r.id != first.id]
+        await s.release(others, next_attempt=T0, untried=others)
+        soon = await s.claim_due(T0 + timedelta(seconds=1), limit=100)
+        # Room b flows; nothing of room a overtakes its waiting first message.
+        assert {r.target for r in soon} == {"#b:x"} and len(soon) == 3
+        await s.release([r.id for r in soon], next_attempt=T0, untried=[r.id for r in soon])
+        later = await s.claim_due(T0 + timedelta(minutes=11), limit=100, per_target=10)
+        assert [r.id for r in later if r.target == "#a:x"] == [first.id, *(r.id for r in rest)]
+    finally:
+        await s.close()
+
+
+async def test_an_instance_that_cannot_encrypt_leaves_encrypted_rooms_to_the_leader(
+    db_location: str | Path,
+) -> None:
+    s = await Storage.open(db_location)
+    try:
+        await s.remember_room("#secret:x", "!secret:x")
+        await s.remember_room("#open:x", "!open:x")
+        await s.remember_encrypted_room("!secret:x", T0)
+        await s.remember_encrypted_room("!raw:x", T0)
+        await s.remember_encrypted_room("!raw:x", T0)  # seen again: no error
+        await _queue(s, ["#secret:x", "#open:x", "!raw:x"], 2)
+        follower = await s.claim_due(T0, limit=100, may_encrypt=False)
+        assert {r.target for r in follower} == {"#open:x"} and len(follower) == 2
+        leader = await s.claim_due(T0, limit=100)
+        assert {r.target for r in leader} == {"#secret:x", "!raw:x"} and len(leader) == 4
+    finally:
+        await s.close()

@@ -67,6 +67,7 @@ class Delivery(RoomLanes):
             lease=timedelta(seconds=p.lease),
             per_target=p.claim_per_target,
             max_targets=p.claim_rooms,
+            may_encrypt=self.matrix is None or self.matrix.may_encrypt,
         )
         if not rows:
             return False

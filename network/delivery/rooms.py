@@ -5,7 +5,9 @@ One sender per room (order kept, paced), rooms in parallel up to ``room_parallel
 A rate limit pauses the whole account and the same message is tried again; a server error
 ends the room's turn (the message backs off with jitter, the rest waits as long without
 counting a try). A room that will not take anything from us fails the rest of its rows; an
-upgraded room (``m.room.tombstone``) is followed and the same message sent there.
+upgraded room (``m.room.tombstone``) is followed and the same message sent there. An
+instance that does not lead cannot encrypt: an encrypted room's rows go back to the leader
+at once, untried.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from network.delivery.messages import MessagePlanning, Unit
 from network.delivery.state import Round
 from network.errors import (
     MatrixAuthError,
+    MatrixEncryptionUnavailable,
     MatrixError,
     MatrixPermanent,
     MatrixRateLimited,
@@ -182,6 +185,16 @@ class RoomLanes(MessagePlanning):
                 return _Step(stop_after=self.policy.login_wait)
             except MatrixPermanent as e:
                 return await self._refused(ref, room_id, unit, e)
+            except MatrixEncryptionUnavailable as e:
+                if not self.matrix.may_encrypt:
+                    # Not the leader (no crypto store here): the room, now known encrypted,
+                    # is left to the leader at once, and this was no failed try.
+                    log.info("leaving %s to the leader: %s", ref, e)
+                    await self._release(unit.claimed, 0.0)
+                    return _Step(stop_after=0.0)
+                delay = self._backoff(unit.head)
+                await self._retry(unit, str(e), delay)
+                return _Step(stop_after=delay)
             except MatrixError as e:
                 delay = self._backoff(unit.head)
                 await self._retry(unit, str(e), delay)

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
@@ -150,6 +151,7 @@ class MatrixGateway:
         )
         self._crypto_started = crypto_store is None
         self._cross_signed = crypto_store is None
+        self._recorded_encrypted: set[str] = set()  # encrypted rooms already in the database
         self.user_id = settings.user_id
         self.last_sync_ok: float | None = None  # time.monotonic() of the last good sync
         self.last_error: str | None = None
@@ -162,6 +164,12 @@ class MatrixGateway:
     @property
     def logged_in(self) -> bool:
         return self._logged_in
+
+    @property
+    def may_encrypt(self) -> bool:
+        """False on an instance that does not lead: it never opens the crypto store (one
+        process owns it), so messages for encrypted rooms are the leader's to send."""
+        return self._crypto_started
 
     async def login(self) -> None:
         """Log in once: env token, then stored token, then password with the stored device."""
@@ -401,6 +409,10 @@ class MatrixGateway:
         be, `MatrixEncryptionUnavailable` says why and nothing is sent.
         """
         if await self.crypto.is_encrypted(room_id, self.room_state):
+            if room_id not in self._recorded_encrypted:
+                # Shared with the other instances: those that cannot encrypt stop claiming it.
+                await self.storage.remember_encrypted_room(room_id, datetime.now(UTC))
+                self._recorded_encrypted.add(room_id)
             if not self._crypto_started:
                 raise MatrixEncryptionUnavailable(
                     f"{room_id} is encrypted and encryption is not set up yet"

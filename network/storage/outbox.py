@@ -58,6 +58,21 @@ _LANE_FREE = (
     "AND held.lease_token IS NOT NULL AND held.next_attempt > ?)"
 )
 
+# Both backends: a row waits while an earlier row of its room waits (a retry backoff, or a
+# claim still running), so a room's messages never overtake each other.
+_IN_ORDER = (
+    " AND NOT EXISTS (SELECT 1 FROM outbox earlier WHERE earlier.target_type = outbox.target_type "
+    "AND earlier.target = outbox.target AND earlier.status = 'pending' "
+    "AND earlier.id < outbox.id AND earlier.next_attempt > ?)"
+)
+
+# An instance that cannot encrypt leaves the rows of rooms known encrypted to the leader.
+_PLAIN_ONLY = (
+    " AND NOT (outbox.target_type = 'matrix' AND EXISTS (SELECT 1 FROM encrypted_rooms e "
+    "WHERE e.room_id = outbox.target "
+    "OR e.room_id IN (SELECT r.room_id FROM rooms r WHERE r.ref = outbox.target)))"
+)
+
 
 class OutboxStore(Database):
     def _forget_leases(self, row_ids: Sequence[int]) -> None:
@@ -72,6 +87,7 @@ class OutboxStore(Database):
         lease: timedelta = timedelta(minutes=2),
         per_target: int | None = None,
         max_targets: int | None = None,
+        may_encrypt: bool = True,
     ) -> list[OutboxRow]:
         """Take up to ``limit`` due rows, leasing them so no other worker takes them too.
 
@@ -79,14 +95,17 @@ class OutboxStore(Database):
         does not starve the others; ``max_targets`` (with ``per_target``) takes whole rooms,
         the ones waiting longest first, up to that many, and leaves the rest to other
         instances (PostgreSQL), so they share the work instead of one claim taking it all.
+        A row is not due while an earlier row of its room is waiting (each room in order).
+        Without ``may_encrypt`` (an instance that does not lead has no crypto store) rows
+        for rooms known encrypted (`remember_encrypted_room`) are left to the leader.
         A worker that dies keeps its lease until it runs out
         (or until the next start calls `release_leases`); the row is then due again and
         is re-sent with the same transaction id, which the homeserver deduplicates.
         """
         stamp = now_iso(now)
         shared = self.dialect == POSTGRESQL
-        lanes = _LANE_FREE if shared else ""
-        lane_params: tuple[object, ...] = (stamp,) if shared else ()
+        lanes = _IN_ORDER + (_LANE_FREE if shared else "") + ("" if may_encrypt else _PLAIN_ONLY)
+        lane_params: tuple[object, ...] = (stamp, stamp) if shared else (stamp,)
         if per_target is None:
             sql = (
                 f"SELECT * FROM outbox WHERE status = 'pending' AND next_attempt <= ?{lanes} "
@@ -137,6 +156,15 @@ class OutboxStore(Database):
         for r in rows:
             self._lease_tokens[r.id] = token
         return rows
+
+    async def remember_encrypted_room(self, room_id: str, now: datetime) -> None:
+        """The room is end-to-end encrypted (for good): instances that cannot encrypt leave
+        its rows to the leader."""
+        await self.execute(
+            "INSERT INTO encrypted_rooms (room_id, seen_at) VALUES (?, ?) "
+            "ON CONFLICT (room_id) DO NOTHING",
+            (room_id, now_iso(now)),
+        )
 
     async def release_leases(self, now: datetime, *, lease: timedelta) -> int:
         """Make rows leased by a process that died due now (call once at start).
