@@ -17,7 +17,7 @@ from playwright.async_api import Browser, BrowserContext, Page
 from network import i18n
 from network.devtools.mailsink import MailSink
 from network.service import Service
-from network.storage.live_feeds import FeedFilterRecord, LiveFeedRecord
+from network.storage.live_feeds import FeedFilterRecord, LiveFeedRecord, LiveRouteRecord
 from network.subscriptions.postman import render_message
 from network.subscriptions.render import DigestItem, render_digest, render_immediate
 from network.web.app import make_web_app
@@ -167,6 +167,19 @@ async def test_dashboard_pages_pass_axe(env: Env, browser: Browser, lang: str) -
     await page.goto(f"{env.base}/dashboard/feeds")
     await page.locator("#feed-riverside").wait_for()
     await checked(page, lang, "dashboard feeds")
+    # The routes page with a live route, so its table and remove form are there too.
+    if not await env.service.storage.live_routes():
+        await env.service.storage.add_live_route(
+            LiveRouteRecord(
+                id=0, feeds=(), kinds=("webinar",), rooms=("#events:example.org",),
+                channels=(), matrix_template="{{ title }}", channel_template="",
+                added_by="dana", added_at=datetime.now(UTC),
+            ),
+            detail="kinds=webinar",
+        )  # fmt: skip
+    await page.goto(f"{env.base}/dashboard/routes")
+    await page.locator("#live-routes tbody tr[id]").first.wait_for()
+    await checked(page, lang, "dashboard routes")
     await page.context.close()
 
 

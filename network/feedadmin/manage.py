@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+from jinja2 import TemplateError
+
 from feeds.discover import DiscoveredFeed, discover_feeds
 from feeds.errors import FeedError, FetchError, NotAFeedError
 from feeds.fetch import Fetcher
@@ -24,7 +26,7 @@ from feeds.sanitize import html_to_text
 from network.errors import ConfigError, LibhubError
 from network.feedadmin import messages as M
 from network.i18n import gettext as _
-from network.route_templates import compile_template, render_matrix
+from network.route_templates import compile_template, render_channel, render_matrix
 from network.routing.catalog import FeedCatalog, LiveFeed
 from network.routing.filters import UnsafePattern, compile_filter, match_text, passes
 from network.settings.checks import check_room
@@ -370,3 +372,32 @@ class FeedAdmin:
             if not await self.storage.remove_live_route(route_id, actor=actor, now=self.clock()):
                 raise Refused(_(M.ROUTE_BAD).format(why=f"there is no route {route_id}"))
             await self._changed()
+
+    async def route_preview(self, route: LiveRouteRecord) -> tuple[str, str] | None:
+        """The newest item of the route's first feed as its template renders it: (what a
+        room would show, what a channel would show); None without a feed to read or an item.
+        A feed that cannot be read now gives no preview rather than refusing the route."""
+        if not route.feeds:
+            return None
+        feed = self.catalog.feed(route.feeds[0])
+        try:
+            parsed, _body = await self.fetch_parsed(feed.url)
+        except Refused:
+            return None
+        if parsed is None or not parsed.items:
+            return None
+        item = _preview_items(parsed, feed.kind, 1)[0]
+        title = feed.title or feed.id
+        room = channel = ""
+        try:
+            if route.matrix_template:
+                matrix = compile_template(route.matrix_template, html=True, path="matrix_template")
+                room = render_matrix(matrix, item, feed_title=title, feed_link=None)[0]
+            if route.channel_template:
+                plain = compile_template(route.channel_template, html=False, path="channel")
+                channel = render_channel(plain, item, feed_title=title, feed_link=None)
+        except (ConfigError, TemplateError):
+            return None  # the router falls back to the default layout for this item, too
+        if not (room or channel):
+            room = item.title + (f" {item.link}" if item.link else "")
+        return room, channel

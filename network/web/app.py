@@ -23,6 +23,7 @@ from network.web import (
     dashboard_feeds,
     dashboard_login,
     dashboard_review,
+    dashboard_routes,
     dashboard_trends,
     feeds_out,
     hooks,
@@ -108,6 +109,7 @@ def make_web_app(service: WebContext) -> web.Application:
         dashboard_review.setup_routes(app)
         dashboard_trends.setup_routes(app)
         dashboard_feeds.setup_routes(app)
+        dashboard_routes.setup_routes(app)
     if service.settings.dashboard.enabled and dashboard.matrix_login_enabled(service.settings):
         dashboard_login.setup_matrix_login(app)
     metrics.setup_routes(app)
