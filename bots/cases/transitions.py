@@ -60,6 +60,9 @@ CLOSED_TEXT = (
     "The Need Assistance team has closed your question. If you need more help, reply to "
     "this message and it will be reopened."
 )
+# Heads of relayed messages: to the asker in their language, to the team in the team's.
+RELAY_HEAD_TO_ASKER = N_("Need Assistance team ({name}):")
+RELAY_HEAD_TO_TEAM = N_("{name} (the asker) wrote:")
 REOPENED_TEXT = N_("The asker wrote again, so this case is open again.")
 
 
@@ -211,7 +214,9 @@ class CaseTransitions:
         claimant = [result.case.claimed_by] if result.case.claimed_by else []
         for effect in result.effects:
             if isinstance(effect, RelayToAsker):
-                head = f"Need Assistance team ({await self.host.display_name(actor)}):"
+                with i18n.use(detect(rec.question)):  # the asker reads it: their language
+                    head = i18n.gettext(RELAY_HEAD_TO_ASKER)
+                head = head.format(name=await self.host.display_name(actor))
                 content, kept = relay_message(head, text, html_body, **_asker_place(rec))
                 try:
                     sent = await self.host.send(rec.asker_room, content, txn("relay", trigger))
@@ -228,7 +233,8 @@ class CaseTransitions:
                         rec, note, txn("shortened", trigger), [actor], reply_to=reply_to
                     )
             elif isinstance(effect, RelayToTeam):
-                head = f"{await self.host.display_name(rec.asker)} (the asker) wrote:"
+                name = await self.host.display_name(rec.asker)
+                head = i18n.gettext(RELAY_HEAD_TO_TEAM).format(name=name)
                 content, kept = relay_message(
                     head, text, html_body, thread_root=rec.thread_root, mentions=claimant
                 )
