@@ -42,10 +42,15 @@ from bots.cases.escalation import Escalation, Question
 from bots.commands import BotApi, Command, CommandContext, Reply, SubscribeHandler, default_registry
 from bots.inbox import Inbox
 from bots.kb.index import Answer, KnowledgeBase, KnowledgeBaseError, wants_person
+from bots.kb.language import detect
 from bots.kb.replies import say
 from bots.messages import (
+    ALREADY_WITH_TEAM,
     DOWNVOTE,
     NO_QUESTION,
+    NO_TOOLBOX,
+    SEND_HELP,
+    SEND_HUMAN,
     Guess,
     answer_text,
     choice_gone,
@@ -62,10 +67,12 @@ from bots.messages import (
     responds_to,
     strip_mention,
     thread_root_of,
+    translated,
     txn,
     vote_of,
 )
 from bots.rooms import RoomInfo, Rooms
+from network import i18n
 from network.matrix.gateway import MatrixGateway
 from network.settings.model import Settings
 from network.storage import Storage
@@ -293,7 +300,8 @@ class Assistant(BotApi):
         sender, event_id = str(ev["sender"]), str(ev["event_id"])
         fresh = await self.storage.record_feedback(event_id, answer.event_id, sender, vote, now)
         if fresh and vote == "down" and not answer.escalated:
-            content = message(DOWNVOTE, reply_to=answer.event_id, mentions=[sender])
+            text = translated(DOWNVOTE, detect(answer.question))
+            content = message(text, reply_to=answer.event_id, mentions=[sender])
             await self.rooms.send(room_id, content, txn("down", event_id))
 
     # -- answering (BotApi) ------------------------------------------------------------------
@@ -309,11 +317,12 @@ class Assistant(BotApi):
             return
         found = self._ask(question)
         if found is None:
-            await self._escalate(ctx, question, None, "The toolbox pages are not available.")
+            lang = detect(question)
+            await self._escalate(ctx, question, None, translated(NO_TOOLBOX, lang))
             return
         lang = found.language
         if found.escalate and found.answer == say("empty", lang):
-            text = f"{found.answer} Send !help to see what I can do."
+            text = f"{found.answer} {translated(SEND_HELP, lang)}"
             await self._reply(ctx, Reply(text), txn("ans", ctx.event_id))
             return
         if found.intent == "chat":
@@ -327,7 +336,9 @@ class Assistant(BotApi):
             return
         if found.escalate:
             await self._reply(
-                ctx, Reply(f"{say('not_sure', lang)} Send !human."), txn("ans", ctx.event_id)
+                ctx,
+                Reply(f"{say('not_sure', lang)} {translated(SEND_HUMAN, lang)}"),
+                txn("ans", ctx.event_id),
             )
             return
         await self._send_answer(ctx, question, found)
@@ -399,9 +410,9 @@ class Assistant(BotApi):
             elif not question:
                 active = await self.storage.active_case_for(ctx.room_id, ctx.sender)
                 text = (
-                    "Your question is already with the Need Assistance team."
+                    translated(ALREADY_WITH_TEAM, detect(active.question))
                     if active is not None
-                    else NO_QUESTION
+                    else i18n.gettext(NO_QUESTION)
                 )
                 await self._reply(ctx, Reply(text), txn("human", ctx.event_id))
                 return
@@ -427,7 +438,7 @@ class Assistant(BotApi):
         ):
             page = self.kb.pages[best[0][0]]
             guess = Guess(page.slug, page.title, page.source_url, best[0][1])
-        language = found.language if found is not None else "en"
+        language = found.language if found is not None else detect(question)
         q = Question(
             ctx.sender,
             ctx.room_id,
@@ -448,17 +459,34 @@ class Assistant(BotApi):
         outbox = await s.outbox_counts()
         feeds = await s.feed_health_counts()
         a = self.settings.assistance
-        kb = f"{len(self.kb.pages)} pages from {self.kb_dir}" if self.kb else "not loaded"
+        _ = i18n.gettext  # for coordinators: the language in use (English unless set)
+        kb = (
+            _("{pages} pages from {folder}").format(pages=len(self.kb.pages), folder=self.kb_dir)
+            if self.kb
+            else _("not loaded")
+        )
+        sync = (
+            _("last sync {seconds} s ago").format(seconds=f"{since:.0f}")
+            if since is not None
+            else _("not synced yet")
+        )
+        error = _(", last error: {error}").format(error=gw.last_error) if gw.last_error else ""
+        kb_error = _(" (error: {error})").format(error=self.kb_error) if self.kb_error else ""
+        none = _("none")
         return [
-            f"Matrix: {self.user_id}, "
-            + (f"last sync {since:.0f} s ago" if since is not None else "not synced yet")
-            + (f", last error: {gw.last_error}" if gw.last_error else ""),
-            "Feeds: " + (", ".join(f"{n} {k}" for k, n in sorted(feeds.items())) or "none"),
-            "Outbox: " + ", ".join(f"{n} {k}" for k, n in sorted(outbox.items())),
-            f"Knowledge base: {kb}" + (f" (error: {self.kb_error})" if self.kb_error else ""),
-            "Cases: " + ", ".join(f"{n} {k}" for k, n in cases.items()),
-            f"Answer feedback: {votes['up']} 👍, {votes['down']} 👎",
-            f"Team room: {a.team_room or 'not set'}; {len(a.team_members)} team members",
+            _("Matrix: {user}, {sync}").format(user=self.user_id, sync=sync) + error,
+            _("Feeds: {counts}").format(
+                counts=", ".join(f"{n} {k}" for k, n in sorted(feeds.items())) or none
+            ),
+            _("Outbox: {counts}").format(
+                counts=", ".join(f"{n} {k}" for k, n in sorted(outbox.items()))
+            ),
+            _("Knowledge base: {kb}").format(kb=kb) + kb_error,
+            _("Cases: {counts}").format(counts=", ".join(f"{n} {k}" for k, n in cases.items())),
+            _("Answer feedback: {up} 👍, {down} 👎").format(up=votes["up"], down=votes["down"]),
+            _("Team room: {room}; {members} team members").format(
+                room=a.team_room or _("not set"), members=len(a.team_members)
+            ),
         ]
 
 

@@ -9,6 +9,10 @@ registry made afterwards) or ``assistant.commands.register(...)`` on a running b
 when it builds the bot (``subscribe_handler``); without one the bot says subscriptions are not
 enabled here. Case commands (``!claim``, ``!note``, ``!close``) are carried out by
 `bots.cases.escalation` inside case threads; here they only explain where to use them.
+
+Help lines, usages and replies are marked for the gettext catalogs and translated into the
+language in use when shown (a command carries no question to detect a language from, so
+English unless the caller chose one with `network.i18n.use`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from bots.messages import link
+from network import i18n
+from network.i18n import N_
 
 if TYPE_CHECKING:
     from network.settings.model import Settings
@@ -114,19 +120,19 @@ class CommandRegistry:
 
     def help_reply(self, sender: str, settings: Settings, intro: str = "") -> Reply:
         """Every command ``sender`` may run, with its help line."""
-        usable = [c for c in self if may_run(c, sender, settings)]
+        _ = i18n.gettext
+        usable = [(_(c.usage), _(c.help)) for c in self if may_run(c, sender, settings)]
+        title, end = _("Commands:"), _(HELP_END)
         lines = [intro] if intro else []
-        lines.append("Commands:")
-        lines += [f"{c.usage} - {c.help}" for c in usable]
-        lines.append("In a direct message (or a help room) you can also just ask your question.")
+        lines.append(title)
+        lines += [f"{usage} - {text}" for usage, text in usable]
+        lines.append(end)
         items = "".join(
-            f"<li><code>{html.escape(c.usage)}</code> - {html.escape(c.help)}</li>" for c in usable
+            f"<li><code>{html.escape(usage)}</code> - {html.escape(text)}</li>"
+            for usage, text in usable
         )
         head = f"<p>{html.escape(intro)}</p>" if intro else ""
-        body = (
-            f"{head}<p>Commands:</p><ul>{items}</ul><p>In a direct message (or a help room) "
-            "you can also just ask your question.</p>"
-        )
+        body = f"{head}<p>{html.escape(title)}</p><ul>{items}</ul><p>{html.escape(end)}</p>"
         return Reply("\n".join(lines), body)
 
     async def dispatch(self, name: str, ctx: CommandContext) -> Reply | None:
@@ -135,12 +141,15 @@ class CommandRegistry:
         settings = ctx.bot.settings
         command = self.get(name)
         if command is None:
-            return self.help_reply(ctx.sender, settings, intro=f"I don't know the command !{name}.")
+            intro = i18n.gettext("I don't know the command !{name}.").format(name=name)
+            return self.help_reply(ctx.sender, settings, intro=intro)
         if not may_run(command, ctx.sender, settings):
-            who = (
-                "network coordinators" if command.coordinators_only else "the Need Assistance team"
+            only = (
+                N_("Sorry, !{name} is only for network coordinators.")
+                if command.coordinators_only
+                else N_("Sorry, !{name} is only for the Need Assistance team.")
             )
-            return Reply(f"Sorry, !{command.name} is only for {who}.")
+            return Reply(i18n.gettext(only).format(name=command.name))
         return await command.handler(ctx)
 
 
@@ -155,7 +164,9 @@ async def _help(ctx: CommandContext) -> Reply:
 async def _ask(ctx: CommandContext) -> Reply | None:
     if not ctx.args:
         return Reply(
-            "Put your question after !ask, e.g. !ask how do we keep Wi-Fi on after closing?"
+            i18n.gettext(
+                "Put your question after !ask, e.g. !ask how do we keep Wi-Fi on after closing?"
+            )
         )
     await ctx.bot.answer(ctx, ctx.args)
     return None
@@ -169,16 +180,17 @@ async def _human(ctx: CommandContext) -> Reply | None:
 async def _subscribe(ctx: CommandContext) -> Reply:
     handler = _registry_of(ctx).subscribe_handler
     if handler is None:
-        return Reply("Email subscriptions are not enabled here.")
+        return Reply(i18n.gettext("Email subscriptions are not enabled here."))
     return Reply(await handler(ctx.sender, ctx.args))
 
 
 async def _feeds(ctx: CommandContext) -> Reply:
     settings = ctx.bot.settings
     if not settings.feeds:
-        return Reply("No feeds are configured.")
+        return Reply(i18n.gettext("No feeds are configured."))
     states = {s.id: s for s in await ctx.bot.storage.feed_states()}
-    lines = ["Feeds:"]
+    _ = i18n.gettext
+    lines = [_("Feeds:")]
     items: list[str] = []
     for feed in settings.feeds:
         state = states.get(feed.id)
@@ -186,27 +198,36 @@ async def _feeds(ctx: CommandContext) -> Reply:
         when = (
             state.last_success.strftime("%Y-%m-%d %H:%M UTC")
             if state and state.last_success
-            else "never"
+            else _("never")
         )
         title = feed.title or feed.id
-        extra = f"; last error: {state.last_error}" if state and state.last_error else ""
-        lines.append(f"- {title}: {status}, last success {when}{extra}")
+        extra = (
+            _("; last error: {error}").format(error=state.last_error)
+            if state and state.last_error
+            else ""
+        )
+        success = _("last success {when}").format(when=when)
+        lines.append(f"- {title}: {status}, {success}{extra}")
         items.append(
             f"<li>{link(title, feed.url)}: <strong>{html.escape(status)}</strong>, "
-            f"last success {html.escape(when)}{html.escape(extra)}</li>"
+            f"{html.escape(success)}{html.escape(extra)}</li>"
         )
-    return Reply("\n".join(lines), f"<p>Feeds:</p><ul>{''.join(items)}</ul>")
+    return Reply("\n".join(lines), f"<p>{html.escape(lines[0])}</p><ul>{''.join(items)}</ul>")
 
 
 async def _status(ctx: CommandContext) -> Reply:
     lines = await ctx.bot.status_lines()
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-    return Reply("Status:\n" + "\n".join(f"- {line}" for line in lines), f"<ul>{items}</ul>")
+    return Reply(
+        i18n.gettext("Status:") + "\n" + "\n".join(f"- {line}" for line in lines),
+        f"<ul>{items}</ul>",
+    )
 
 
 def _in_thread(name: str) -> Handler:
     async def handler(ctx: CommandContext) -> Reply:
-        return Reply(f"Use !{name} inside a case thread in the Need Assistance team room.")
+        text = i18n.gettext("Use !{name} inside a case thread in the Need Assistance team room.")
+        return Reply(text.format(name=name))
 
     return handler
 
@@ -215,39 +236,48 @@ def _registry_of(ctx: CommandContext) -> CommandRegistry:
     return ctx.bot.commands
 
 
+HELP_END = N_("In a direct message (or a help room) you can also just ask your question.")
+
+# Help lines and usages are marked here and translated where !help shows them.
 BUILTIN: tuple[Command, ...] = (
-    Command("help", "list the commands", "!help", _help),
+    Command("help", N_("list the commands"), "!help", _help),
     Command(
         "ask",
-        "answer a question from the toolbox",
-        "!ask QUESTION",
+        N_("answer a question from the toolbox"),
+        N_("!ask QUESTION"),
         _ask,
     ),
     Command(
         "human",
-        "ask a person from the Need Assistance team (or just say you want a person)",
-        "!human [QUESTION]",
+        N_("ask a person from the Need Assistance team (or just say you want a person)"),
+        N_("!human [QUESTION]"),
         _human,
     ),
-    Command("subscribe", "get network news by email", "!subscribe [EMAIL]", _subscribe),
-    Command("feeds", "the network's feeds and whether they are healthy", "!feeds", _feeds),
+    Command("subscribe", N_("get network news by email"), N_("!subscribe [EMAIL]"), _subscribe),
+    Command("feeds", N_("the network's feeds and whether they are healthy"), "!feeds", _feeds),
     Command(
         "status",
-        "service health, cases and knowledge base",
+        N_("service health, cases and knowledge base"),
         "!status",
         _status,
         coordinators_only=True,
     ),
-    Command("claim", "take a case (in its thread)", "!claim", _in_thread("claim"), team_only=True),
+    Command(
+        "claim", N_("take a case (in its thread)"), "!claim", _in_thread("claim"), team_only=True
+    ),
     Command(
         "note",
-        "an internal note on a case, never sent to the asker",
-        "!note TEXT",
+        N_("an internal note on a case, never sent to the asker"),
+        N_("!note TEXT"),
         _in_thread("note"),
         team_only=True,
     ),
     Command(
-        "close", "close a case; the asker is told", "!close", _in_thread("close"), team_only=True
+        "close",
+        N_("close a case; the asker is told"),
+        "!close",
+        _in_thread("close"),
+        team_only=True,
     ),
 )
 

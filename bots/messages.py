@@ -201,6 +201,11 @@ DOWNVOTE = N_(
     "Sorry that didn't help. Reply to my answer with !human and I'll ask a person from the "
     "Need Assistance team."
 )
+ALREADY_WITH_TEAM = N_("Your question is already with the Need Assistance team.")
+NO_TOOLBOX = N_("The toolbox pages are not available.")
+# After "I didn't catch a question there..." and "I'm not sure the toolbox covers that...".
+SEND_HELP = N_("Send !help to see what I can do.")
+SEND_HUMAN = N_("Send !human.")
 
 
 # -- answers -----------------------------------------------------------------------------

@@ -132,6 +132,11 @@ def format_long_date(moment: datetime, zone: tzinfo) -> str:
     return format_date(moment.astimezone(zone), "long", locale=_current.get())
 
 
+def format_weekday(moment: datetime, zone: tzinfo) -> str:
+    """The day of the week in ``zone``: "Monday", "lunes"."""
+    return format_date(moment.astimezone(zone), "EEEE", locale=_current.get())
+
+
 def format_clock(moment: datetime, zone: tzinfo) -> str:
     """The time of day in ``zone``: "3:00 PM", "15:00"."""
     return format_time(moment.astimezone(zone), "short", tzinfo=zone, locale=_current.get())

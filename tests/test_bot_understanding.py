@@ -65,13 +65,13 @@ async def test_spanish_question_is_answered_in_spanish(
         answer = body(reply_to(msgs, q))
         assert "Fuente: Espacios maker, fablabs y estudios" in answer
         assert "Empiece por elegir objetivos" in answer  # the getting-started section
-        assert "Reacciona con" in answer
+        assert "Reaccione con" in answer
 
         # A request for a person to act goes to the team, acknowledged in Spanish, and
         # the team is told the language.
         act = await asker.say(dm, "por favor inscriban a nuestra biblioteca en el taller de mayo")
         msgs = await asker.wait_for(dm, replies_to(act), sender=bot)
-        assert "Pasé tu pregunta al equipo de Asistencia" in body(reply_to(msgs, act))
+        assert "Pasé su pregunta al equipo de Asistencia" in body(reply_to(msgs, act))
         team = await w.team.wait_for(w.team_room, containing("inscriban"), sender=bot)
         assert any("Language: Spanish" in body(m) for m in team)
 

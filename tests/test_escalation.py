@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bots.cases.escalation import Question
 from network.devtools.devserver import DevHomeserver, DevUser
 from network.service import Service
 from tests.matrixkit import MatrixReader
@@ -355,6 +356,46 @@ async def test_reminders_in_business_hours_and_auto_close(
         case = await storage.case_by_thread_root(root_id)
         assert case is not None and case.state == "closed"
         assert question != root_id
+
+
+async def test_a_spanish_askers_case_speaks_spanish(
+    synapse: DevHomeserver, admin: DevUser, tmp_path: Path, bot_env: dict[str, str]
+) -> None:
+    """Asked in Spanish while the team is away: the asker is told when the team is back
+    with the weekday and time written by CLDR in Spanish, and the auto-close notice comes
+    in Spanish (the case's language is the question's)."""
+    async with world(synapse, admin, tmp_path, bot_env) as w:
+        service = await w.start()
+        bot, team, room = w.bot.user_id, w.team, w.team_room
+        dm = await direct_chat(w.asker, bot)
+        text = "¿Cómo renuevo mi tarjeta de la biblioteca si vivo en otra ciudad?"
+        saturday = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+        # An event id of its own: the bot does not also answer a real message.
+        q = Question(w.asker.user_id, dm, "$es-question", text, True, None, "es")
+        escalation = service.assistant.escalation
+        await escalation.open_case(q, guess=None, suggest=False, intro="", now=saturday)
+        msgs = await w.asker.wait_for(dm, containing("no está disponible"), sender=bot)
+        [ack] = [m for m in msgs if "no está disponible" in body(m)]
+        assert "Pasé su pregunta al equipo de Asistencia" in body(ack)
+        assert "después del lunes a las 9:00 (hora de UTC)" in body(ack)
+        assert "Monday" not in body(ack)
+        root_id = (await case_root(w, text))["event_id"]
+
+        await team.say(room, "Cualquier mostrador puede renovarla.", **in_thread(root_id))
+        msgs = await w.asker.wait_for(dm, containing("Cualquier mostrador"), sender=bot)
+        [answer] = [m for m in msgs if "Cualquier mostrador" in body(m)]
+        assert body(answer).startswith("Equipo de Asistencia (")
+
+        async def is_answered() -> bool:
+            case = await service.storage.case_by_thread_root(root_id)
+            return case is not None and case.state == "answered"
+
+        await eventually(is_answered, what="the answered case to be stored")
+        await _set_times(service, root_id, opened=MONDAY_10, last=MONDAY_10)
+        await escalation.tick(MONDAY_10 + timedelta(days=4))
+        await w.asker.wait_for(dm, containing("Hace tiempo que no sabemos de usted"), sender=bot)
+        # The team keeps reading its own language.
+        await team.wait_for(room, containing("Case closed automatically"), sender=bot)
 
 
 async def _set_times(

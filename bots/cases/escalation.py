@@ -24,6 +24,8 @@ from bots.cases.state import Event
 from bots.cases.thread import TeamThread
 from bots.cases.transitions import Host
 from bots.messages import Guess, case_ack, case_email, case_root, message, txn
+from network import i18n
+from network.i18n import N_
 from network.mail.factory import sender_domain, smtp_sender
 from network.mail.message import build_message
 from network.mail.pool import SmtpSender
@@ -32,11 +34,15 @@ from network.storage.cases import CaseRecord, NewCase
 log = logging.getLogger(__name__)
 
 MAX_EMAIL_ATTEMPTS = 5
-ADDED_TEXT = "I've added this to your open question with the Need Assistance team."
-NO_TEAM_TEXT = (
+# Said to the asker, in the language of their question (`i18n.use`).
+ADDED_TEXT = N_("I've added this to your open question with the Need Assistance team.")
+NO_TEAM_TEXT = N_(
     "No Need Assistance team is set up here, so I cannot pass your question to a person. "
     "Please contact your network coordinator."
 )
+# Translators: {day} is a weekday ("Monday"), {time} a time of day ("9:00 AM") and {zone}
+# the team's time zone name ("America/New_York").
+AWAY_TEXT = N_("The team is away now; expect an answer after {day} {time} ({zone} time).")
 
 
 @dataclass(frozen=True)
@@ -78,13 +84,14 @@ class Escalation(TeamThread, CaseReminders):
         existing = await self.storage.active_case_for(q.room_id, q.asker)
         if existing is not None and existing.question_event_id != q.event_id:
             await self.asker_followup(existing, q.event_id, q.asker, q.text, None, now)
-            await self.host.send(
-                q.room_id, self._reply_to(q, ADDED_TEXT), txn("case-add", q.event_id)
-            )
+            with i18n.use(q.language):
+                added = i18n.gettext(ADDED_TEXT)
+            await self.host.send(q.room_id, self._reply_to(q, added), txn("case-add", q.event_id))
             return
         team_room = await self.host.team_room()
         if team_room is None:
-            text = f"{intro} {NO_TEAM_TEXT}".strip()
+            with i18n.use(q.language):
+                text = f"{intro} {i18n.gettext(NO_TEAM_TEXT)}".strip()
             await self.host.send(q.room_id, self._reply_to(q, text), txn("case-none", q.event_id))
             return
         name = await self.host.display_name(q.asker)
@@ -112,19 +119,24 @@ class Escalation(TeamThread, CaseReminders):
                 self.email_enabled,
             )
         )
-        away = ""
-        if not is_open(self.hours, now):
-            opening = next_opening(self.hours, now).astimezone(self.hours.zone)
-            away = (
-                f"The team is away now; expect an answer after {opening:%A %H:%M} "
-                f"({self.hours.tz} time)."
-            )
+        away = "" if is_open(self.hours, now) else self._away_text(q.language, now)
         text, body = case_ack(intro, q.is_direct, away, guess if suggest else None, q.language)
         ack = self._reply_to(q, text, body)
         ack_id = await self.host.send(q.room_id, ack, txn("case-ack", q.event_id))
         await self._record(rec, "ack", self.host.user_id, text, q.event_id, ack_id, now)
         if rec.email_status == "pending":
             self.wake.set()
+
+    def _away_text(self, language: str, now: datetime) -> str:
+        """When the team is back, in ``language``: weekday and time written by CLDR."""
+        opening = next_opening(self.hours, now)
+        zone = self.hours.zone
+        with i18n.use(language):
+            return i18n.gettext(AWAY_TEXT).format(
+                day=i18n.format_weekday(opening, zone),
+                time=i18n.format_clock(opening, zone),
+                zone=self.hours.tz,
+            )
 
     @staticmethod
     def _reply_to(q: Question, text: str, body: str | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from bots.cases.state import (
 )
 from bots.cases.transitions import CaseTransitions, progress_of, to_case
 from bots.messages import txn
+from network import i18n
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,13 @@ class CaseReminders(CaseTransitions):
             if due is not None:
                 who = [case.claimed_by] if case.claimed_by else sorted(self.team)
                 key = txn("remind", str(rec.id), case.wait_started_at.isoformat(), str(due.number))
-                await self._in_thread(rec, f"⏰ Reminder: {due.text}", key, who, notify=True)
+                await self._in_thread(
+                    rec,
+                    i18n.gettext("⏰ Reminder: {text}").format(text=due.text),
+                    key,
+                    who,
+                    notify=True,
+                )
                 case = with_reminder_sent(case, due)
                 await self.storage.update_case(rec.id, progress_of(case))
             if auto_close_due(case, now, a.auto_close_days):

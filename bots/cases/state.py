@@ -29,8 +29,16 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from bots.cases.hours import BusinessHours, business_seconds_between, is_open
+from network import i18n
+from network.i18n import N_
 
-AUTO_CLOSE_TEXT = (
+# The texts of the effects are marked for the gettext catalogs. Those to the team and to
+# the person acting are translated here, in the language in use (the team's: English unless
+# set); `TellAsker` carries the English source, translated into the asker's language where
+# it is sent (bots.cases.transitions).
+_ = i18n.gettext
+
+AUTO_CLOSE_TEXT = N_(
     "We haven't heard back from you for a while, so we've closed this request. "
     "If you still need help, just reply here and it will be reopened."
 )
@@ -53,10 +61,10 @@ class Event(StrEnum):
 
 
 _TEAM_ONLY = {
-    Event.CLAIM: "claim",
-    Event.ANSWER: "answer",
-    Event.NOTE: "add notes to",
-    Event.CLOSE: "close",
+    Event.CLAIM: N_("Only Need Assistance team members can claim cases."),
+    Event.ANSWER: N_("Only Need Assistance team members can answer cases."),
+    Event.NOTE: N_("Only Need Assistance team members can add notes to cases."),
+    Event.CLOSE: N_("Only Need Assistance team members can close cases."),
 }
 
 
@@ -124,10 +132,7 @@ def apply(
 ) -> Transition:
     """The case after `event` by `actor` at `now`, and what the caller must do about it."""
     if event in _TEAM_ONLY and actor not in team:
-        verb = _TEAM_ONLY[event]
-        return Transition(
-            case, (TellActor(f"Only Need Assistance team members can {verb} cases."),)
-        )
+        return Transition(case, (TellActor(_(_TEAM_ONLY[event])),))
     if event is Event.CLAIM:
         return _claim(case, actor, now)
     if event is Event.ANSWER:
@@ -136,9 +141,9 @@ def apply(
         return Transition(case)
     if event is Event.CLOSE:
         if case.state is CaseState.CLOSED:
-            return Transition(case, (TellActor("This case is already closed."),))
+            return Transition(case, (TellActor(_("This case is already closed.")),))
         closed = replace(case, state=CaseState.CLOSED, closed_at=now, last_activity_at=now)
-        return Transition(closed, (NotifyTeam(f"Case closed by {actor}."),))
+        return Transition(closed, (NotifyTeam(_("Case closed by {actor}.").format(actor=actor)),))
     if event is Event.ASKER_FOLLOWUP:
         return _followup(case, now)
     if event is Event.AUTO_CLOSE:
@@ -147,7 +152,7 @@ def apply(
         closed = replace(case, state=CaseState.CLOSED, closed_at=now)
         return Transition(
             closed,
-            (TellAsker(AUTO_CLOSE_TEXT), NotifyTeam("Case closed automatically: no reply.")),
+            (TellAsker(AUTO_CLOSE_TEXT), NotifyTeam(_("Case closed automatically: no reply."))),
         )
     raise ValueError(f"unknown case event {event!r}")
 
@@ -183,9 +188,10 @@ def reminder_due(
     if max_reminders < 0:
         raise ValueError(f"max_reminders must not be negative, got {max_reminders}")
     if case.state is CaseState.OPEN:
-        threshold, what = unclaimed_after_h, "unclaimed"
+        threshold, what = unclaimed_after_h, N_("Case unclaimed for {hours} business hours")
     elif case.state is CaseState.CLAIMED:
-        threshold, what = unanswered_after_h, f"claimed by {case.claimed_by} but unanswered"
+        threshold = unanswered_after_h
+        what = N_("Case claimed by {owner} but unanswered for {hours} business hours")
     else:
         return None
     if case.reminders_sent >= max_reminders or not is_open(bh, now):
@@ -194,9 +200,11 @@ def reminder_due(
     window = min(max_reminders, int(waited_h // threshold))
     if window <= case.reminders_sent:
         return None
-    text = (
-        f"Case {what} for {_hours_text(waited_h)} business hours "
-        f"(reminder {window} of {max_reminders})."
+    # Translators: the first part is one of the "Case ... business hours" texts.
+    text = _("{what} (reminder {window} of {total}).").format(
+        what=_(what).format(owner=case.claimed_by, hours=_hours_text(waited_h)),
+        window=window,
+        total=max_reminders,
     )
     return ReminderDue(window, text)
 
@@ -213,18 +221,22 @@ def auto_close_due(case: Case, now: datetime, idle_days: float) -> bool:
 def _claim(case: Case, actor: str, now: datetime) -> Transition:
     if case.state is CaseState.CLOSED:
         return Transition(
-            case, (TellActor("This case is closed; it reopens if the asker writes again."),)
+            case, (TellActor(_("This case is closed; it reopens if the asker writes again.")),)
         )
     if case.claimed_by == actor:
-        return Transition(case, (TellActor("You have already claimed this case."),))
+        return Transition(case, (TellActor(_("You have already claimed this case.")),))
     if case.state is CaseState.ANSWERED:
         # Only the owner changes: the asker already has an answer, so no new wait starts.
         moved = replace(case, claimed_by=actor, last_activity_at=now)
-        return Transition(moved, (NotifyTeam(f"{actor} took over this case."),))
+        return Transition(
+            moved, (NotifyTeam(_("{actor} took over this case.").format(actor=actor)),)
+        )
     text = (
-        f"{actor} claimed this case."
+        _("{actor} claimed this case.").format(actor=actor)
         if case.claimed_by is None
-        else f"{actor} took over this case from {case.claimed_by}."
+        else _("{actor} took over this case from {owner}.").format(
+            actor=actor, owner=case.claimed_by
+        )
     )
     claimed = replace(
         case,
@@ -241,13 +253,13 @@ def _answer(case: Case, actor: str, now: datetime) -> Transition:
     if case.state is CaseState.CLOSED:
         return Transition(
             case,
-            (TellActor("This case is closed, so your answer was not sent to the asker."),),
+            (TellActor(_("This case is closed, so your answer was not sent to the asker.")),),
         )
     effects: tuple[Effect, ...] = (RelayToAsker(),)
     claimed_by = case.claimed_by
     if claimed_by is None:
         claimed_by = actor
-        effects += (NotifyTeam(f"{actor} claimed and answered this case."),)
+        effects += (NotifyTeam(_("{actor} claimed and answered this case.").format(actor=actor)),)
     answered = replace(
         case,
         state=CaseState.ANSWERED,

@@ -36,6 +36,7 @@ from bots.cases.state import (
     Transition,
     apply,
 )
+from bots.kb.language import detect
 from bots.messages import (
     ASKER_NOT_SENT,
     ASKER_SHORTENED,
@@ -46,7 +47,9 @@ from bots.messages import (
     relay_message,
     txn,
 )
+from network import i18n
 from network.errors import ConfigError, MatrixPermanent
+from network.i18n import N_
 from network.settings.model import Settings
 from network.storage import Storage
 from network.storage.cases import CaseProgress, CaseRecord, MessageKind
@@ -57,7 +60,10 @@ CLOSED_TEXT = (
     "The Need Assistance team has closed your question. If you need more help, reply to "
     "this message and it will be reopened."
 )
-REOPENED_TEXT = "The asker wrote again, so this case is open again."
+# Heads of relayed messages: to the asker in their language, to the team in the team's.
+RELAY_HEAD_TO_ASKER = N_("Need Assistance team ({name}):")
+RELAY_HEAD_TO_TEAM = N_("{name} (the asker) wrote:")
+REOPENED_TEXT = N_("The asker wrote again, so this case is open again.")
 
 
 class Host(Protocol):
@@ -208,7 +214,9 @@ class CaseTransitions:
         claimant = [result.case.claimed_by] if result.case.claimed_by else []
         for effect in result.effects:
             if isinstance(effect, RelayToAsker):
-                head = f"Need Assistance team ({await self.host.display_name(actor)}):"
+                with i18n.use(detect(rec.question)):  # the asker reads it: their language
+                    head = i18n.gettext(RELAY_HEAD_TO_ASKER)
+                head = head.format(name=await self.host.display_name(actor))
                 content, kept = relay_message(head, text, html_body, **_asker_place(rec))
                 try:
                     sent = await self.host.send(rec.asker_room, content, txn("relay", trigger))
@@ -225,7 +233,8 @@ class CaseTransitions:
                         rec, note, txn("shortened", trigger), [actor], reply_to=reply_to
                     )
             elif isinstance(effect, RelayToTeam):
-                head = f"{await self.host.display_name(rec.asker)} (the asker) wrote:"
+                name = await self.host.display_name(rec.asker)
+                head = i18n.gettext(RELAY_HEAD_TO_TEAM).format(name=name)
                 content, kept = relay_message(
                     head, text, html_body, thread_root=rec.thread_root, mentions=claimant
                 )
@@ -237,12 +246,21 @@ class CaseTransitions:
                     continue
                 await self._record(rec, "followup", rec.asker, text, trigger, sent, now)
                 if kept is not None:
-                    note = ASKER_SHORTENED.format(kept=kept, total=len(text))
-                    await self._tell_asker(rec, note, trigger, now, kind="shortened")
+                    await self._tell_asker(
+                        rec,
+                        ASKER_SHORTENED,
+                        trigger,
+                        now,
+                        kind="shortened",
+                        kept=kept,
+                        total=len(text),
+                    )
             elif isinstance(effect, NotifyTeam):
                 await self._in_thread(rec, effect.text, txn("notify", trigger))
             elif isinstance(effect, Reopened):
-                await self._in_thread(rec, REOPENED_TEXT, txn("reopened", trigger), claimant)
+                await self._in_thread(
+                    rec, i18n.gettext(REOPENED_TEXT), txn("reopened", trigger), claimant
+                )
             elif isinstance(effect, TellActor):
                 tell = txn("tell", trigger)
                 await self._in_thread(rec, effect.text, tell, [actor], reply_to=reply_to)
@@ -276,8 +294,21 @@ class CaseTransitions:
         return message(text, body_html, msgtype=msgtype, **_asker_place(rec))
 
     async def _tell_asker(
-        self, rec: CaseRecord, text: str, trigger: str, now: datetime, *, kind: str = "tell-asker"
+        self,
+        rec: CaseRecord,
+        source: str,
+        trigger: str,
+        now: datetime,
+        *,
+        kind: str = "tell-asker",
+        **fields: int,
     ) -> None:
+        """Tell the asker ``source`` (a marked English text, its ``fields`` filled in) in
+        the language of their question: detected again from the stored question, the same
+        detection that chose the language of the bot's first reply."""
+        with i18n.use(detect(rec.question)):
+            text = i18n.gettext(source)
+        text = text.format(**fields) if fields else text
         content = self._to_asker(rec, text, None, "m.text")
         sent = await self.host.send(rec.asker_room, content, txn(kind, trigger))
         await self._record(rec, "to_asker", self.host.user_id, text, trigger, sent, now)
