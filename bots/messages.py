@@ -397,25 +397,42 @@ def case_root(
     """The team-room message that opens a case (its thread is the case), with the language
     the question is written in."""
     quoted = quote_text(question)
+    _ = i18n.gettext  # the team's language: the one in use (the network's)
     lang_name = LANGUAGE_NAMES.get(language, language)
-    lang_line = f"Language: {lang_name} - please answer in {lang_name}."
-    if guess:
-        g_text = (
-            f"Bot's best guess: {guess.title} ({guess.url or guess.slug}), score {guess.score:.2f}"
-        )
-        g_html = f"Bot's best guess: {link(guess.title, guess.url)}, score {guess.score:.2f}"
-    else:
-        g_text = g_html = "Bot's best guess: none (the toolbox does not seem to cover it)"
     if language == "en":
-        lang_line = "Language: English"
+        lang_line = _("Language: English")
+    else:
+        lang_line = _("Language: %(language)s - please answer in %(language)s.") % {
+            "language": lang_name
+        }
+    if guess:
+        values = {"title": guess.title, "score": f"{guess.score:.2f}"}
+        g_text = _("Bot's best guess: %(title)s (%(url)s), score %(score)s") % {
+            **values,
+            "url": guess.url or guess.slug,
+        }
+        g_html = _("Bot's best guess: %(title)s, score %(score)s") % {
+            **values,
+            "title": link(guess.title, guess.url),
+        }
+    else:
+        g_text = g_html = _("Bot's best guess: none (the toolbox does not seem to cover it)")
+    head = _("New question from %(name)s (%(asker)s) in %(where)s:")
     text = (
-        f"New question from {name} ({asker}) in {where}:\n> {quoted}\n{lang_line}\n{g_text}\n"
-        f"{CASE_HOWTO}"
+        head % {"name": name, "asker": asker, "where": where}
+        + f"\n> {quoted}\n{lang_line}\n{g_text}\n{_(CASE_HOWTO)}"
     )
     body = (
-        f"<p>New question from <strong>{html.escape(name)}</strong> ({html.escape(asker)}) "
-        f"in {html.escape(where)}:</p><blockquote>{paragraphs_html(quoted)}</blockquote>"
-        f"<p>{html.escape(lang_line)}</p><p>{g_html}</p><p><em>{html.escape(CASE_HOWTO)}</em></p>"
+        "<p>"
+        + head
+        % {
+            "name": f"<strong>{html.escape(name)}</strong>",
+            "asker": html.escape(asker),
+            "where": html.escape(where),
+        }
+        + f"</p><blockquote>{paragraphs_html(quoted)}</blockquote>"
+        f"<p>{html.escape(lang_line)}</p><p>{g_html}</p>"
+        f"<p><em>{html.escape(_(CASE_HOWTO))}</em></p>"
     )
     return text, body
 
