@@ -171,7 +171,7 @@ async def test_opml_round_trip_through_import_and_feeds_opml(tmp_path: Path) -> 
                 "Riverside news",
                 "dana",
             )
-            [entry] = await service.storage.audit_log()
+            [entry] = await service.storage.audit_entries()
             assert (entry.actor, entry.action) == ("dana", "feed.add")
             client = TestClient(TestServer(make_web_app(service.web), host="127.0.0.1"))
             await client.start_server()

@@ -79,7 +79,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
 async def _nothing_stored(rig: Rig) -> None:
     assert await rig.storage.live_feeds() == []
-    assert await rig.storage.audit_log() == []
+    assert await rig.storage.audit_entries() == []
 
 
 async def test_private_address_refused_unless_allowed(tmp_path: Path) -> None:
@@ -166,5 +166,5 @@ async def test_file_feed_is_read_only_and_templates_and_filters_checked(rig: Rig
     # Paused: not polled.
     await rig.admin.set_paused("@m:x", fid, True)
     assert fid not in {f.id for f in rig.poller.polled_feeds()}
-    actions = [e.action for e in reversed(await rig.storage.audit_log())]
+    actions = [e.action for e in reversed(await rig.storage.audit_entries())]
     assert actions == ["feed.add", "feed.template", "feed.filter", "feed.pause"]

@@ -111,7 +111,7 @@ async def test_feed_managed_from_the_room(
             assert not [
                 m for m in await w.team.messages(room, sender=bot) if "Never posted" in body(m)
             ]
-            log = await service.storage.audit_log()
+            log = await service.storage.audit_entries()
             assert [(e.action, e.actor) for e in reversed(log)] == [
                 ("feed.add", w.asker.user_id),
                 ("feed.remove", w.asker.user_id),

@@ -113,7 +113,7 @@ async def csrf(http: aiohttp.ClientSession, url: str) -> str:
 
 
 async def actions(env: Env) -> list[tuple[str, str, str]]:
-    return [(e.actor, e.action, e.subject) for e in await env.service.storage.audit_log()]
+    return [(e.actor, e.action, e.subject) for e in await env.service.storage.audit_entries()]
 
 
 async def test_opml_upload_adds_the_feed_and_skips_a_page_with_its_reason(env: Env) -> None:

@@ -29,7 +29,7 @@ async def audit_row(
     """Insert one audit row on an open transaction's connection."""
     await conn.execute(
         "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?,?,?,?,?)",
-        (now_iso(now), actor, action, subject, detail),
+        (now_iso(now), actor, action, subject, detail[:1000]),
     )
 
 

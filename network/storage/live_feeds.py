@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from network.storage.audit import audit_row
 from network.storage.base import Database, from_iso, now_iso
 from network.storage.engine import Conn, Row
 
@@ -85,22 +86,10 @@ class LiveRouteRecord:
         )
 
 
-@dataclass(frozen=True)
-class AuditEntry:
-    at: datetime
-    actor: str
-    action: str
-    subject: str
-    detail: str
-
-
 async def _audit(
     conn: Conn, now: datetime, actor: str, action: str, subject: str, detail: str
 ) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
-        (now_iso(now), actor, action, subject, detail[:1000]),
-    )
+    await audit_row(conn, actor=actor, action=action, subject=subject, detail=detail, now=now)
 
 
 # Columns a live-feed change may write; anything else is a bug.
@@ -244,18 +233,3 @@ class LiveFeedStore(Database):
                 return False
             await _audit(conn, now, actor, "route.remove", f"route {route_id}", "")
         return True
-
-    async def audit(
-        self, actor: str, action: str, subject: str, detail: str, *, now: datetime
-    ) -> None:
-        async with self.transaction() as conn:
-            await _audit(conn, now, actor, action, subject, detail)
-
-    async def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
-        rows = await self.fetchall("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))
-        out = []
-        for r in rows:
-            at = from_iso(r["at"])
-            assert at is not None
-            out.append(AuditEntry(at, r["actor"], r["action"], r["subject"], r["detail"]))
-        return out
