@@ -16,6 +16,13 @@ load from other processes on the machine weighs on both alike.
 Prints both rates in messages per second and their ratio (target: 1.0 or more), and how
 busy Synapse's CPU was in each run: the homeserver, not the client, is the limit here.
 
+With ``--backend postgresql`` libhub's storage is a throw-away PostgreSQL (Debian's package,
+started as tests/pgkit.py does: initdb + pg_ctl on a free loopback port in a temporary
+folder) instead of an SQLite file; the baseline is the same nio loop. ``--instances 2``
+adds a third method to the rounds: two libhub instances (each its own connection pool,
+Matrix login and delivery loop, claiming rooms as the service does on PostgreSQL) sharing
+one database and the same work, and prints its rate against one instance's.
+
 With ``--encrypted`` the baseline is the libhub outbox into plain rooms and the measured
 path the libhub outbox into end-to-end encrypted rooms (its own device with a crypto
 store, cross-signed), same items, same run (target: 0.8 or more).
@@ -33,6 +40,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nio
 
@@ -44,7 +52,12 @@ from network.matrix.gateway import MatrixGateway
 from network.routing.render import matrix_content
 from network.settings.model import MatrixSettings
 from network.storage import Item, ItemInput, Storage, Target
+from network.storage.dialect import POSTGRESQL
 
+if TYPE_CHECKING:
+    from tests.pgkit import PgServer
+
+ROOT = Path(__file__).resolve().parents[1]  # tests/pgkit.py starts PostgreSQL
 FEED_TITLE = "Network news"
 
 
@@ -117,9 +130,13 @@ class OutboxPath:
         self.storage = storage
         self.gateway = gateway
         self.targets = [Target("matrix", r) for r in rooms]
+        # As the service sets it: on PostgreSQL a claim takes whole rooms, so that
+        # instances sharing the database share the rooms.
+        shared = storage.dialect == POSTGRESQL
         self.delivery = Delivery(
             storage, gateway, ChannelSender(), feed_titles=lambda _f: FEED_TITLE,
-            policy=DeliveryPolicy(room_parallelism=parallelism, group_threshold=10**6),
+            policy=DeliveryPolicy(room_parallelism=parallelism, group_threshold=10**6,
+                                  claim_rooms=parallelism if shared else None),
         )  # fmt: skip
         self.stop = asyncio.Event()
         self.runner: asyncio.Task[None] | None = None
@@ -127,8 +144,9 @@ class OutboxPath:
     @classmethod
     async def open(cls, server: DevHomeserver, user_id: str, password: str, rooms: list[str],
                    data: Path, parallelism: int, *, name: str = "bench",
-                   crypto: bool = False) -> OutboxPath:  # fmt: skip
-        storage = await Storage.open(data / f"{name}.db")
+                   crypto: bool = False, database: str | None = None) -> OutboxPath:  # fmt: skip
+        storage = await Storage.open(database or data / f"{name}.db")
+        storage.claimant = name
         settings = MatrixSettings(homeserver=server.url, user_id=user_id, password_env="UNUSED")
         gateway = MatrixGateway(
             settings, storage, password=password, access_token=None,
@@ -164,6 +182,33 @@ class OutboxPath:
         return counts
 
 
+class Instances:
+    """Several libhub instances on one PostgreSQL database: the items are stored once, by
+    the first, and every instance's delivery loop claims rooms of the shared outbox."""
+
+    def __init__(self, paths: list[OutboxPath]) -> None:
+        self.paths = paths
+
+    async def post(self, inputs: list[ItemInput], now: datetime) -> tuple[int, float]:
+        first = self.paths[0]
+        start = time.perf_counter()
+        stored = await first.storage.store_items(
+            "bench", inputs, targets=lambda _i: first.targets, post=lambda _i: True,
+            edit_window=timedelta(days=2), now=now,
+        )  # fmt: skip
+        for path in self.paths:
+            path.delivery.wake()
+        while await first.storage.next_due() is not None:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        return stored.queued, time.perf_counter() - start
+
+    async def close(self) -> dict[str, int]:
+        counts = {}
+        for path in self.paths:
+            counts = await path.close()  # the same shared outbox: the last counts do
+        return counts
+
+
 def _synapse_pid(server: DevHomeserver) -> int:
     """The Synapse process serving ``server`` (found by its config path in /proc)."""
     for proc in Path("/proc").iterdir():
@@ -186,6 +231,20 @@ def _cpu_seconds(pid: int) -> float:
 
 
 async def main(args: argparse.Namespace) -> int:
+    if args.backend != "postgresql":
+        return await run(args, None)
+    sys.path.insert(0, str(ROOT))
+    from tests.pgkit import start_postgres, stop_postgres
+
+    pg = start_postgres()
+    print(f"PostgreSQL on 127.0.0.1:{pg.port} (fsync off, as in the tests)", flush=True)
+    try:
+        return await run(args, pg)
+    finally:
+        stop_postgres(pg)
+
+
+async def run(args: argparse.Namespace, pg: PgServer | None) -> int:
     now = datetime.now(UTC)
     inputs = make_inputs(args.items, now)
     with tempfile.TemporaryDirectory(prefix="libhub-bench-") as tmp:
@@ -209,6 +268,8 @@ async def main(args: argparse.Namespace) -> int:
                           for i in range(args.rooms)]  # fmt: skip
             hub_rooms = [await setup.create_room(name=f"libhub {i}", encrypted=enc)
                          for i in range(args.rooms)]  # fmt: skip
+            two_rooms = [await setup.create_room(name=f"libhub x2 {i}", encrypted=enc)
+                         for i in range(args.rooms if args.instances > 1 else 0)]  # fmt: skip
             warm = await setup.create_room(name="warm-up", encrypted=False)
             await setup.close()
             await gw_store.close()
@@ -234,9 +295,23 @@ async def main(args: argparse.Namespace) -> int:
                 await plain.login(bot.password)
             hub = await OutboxPath.open(
                 server, bot.user_id, bot.password, hub_rooms, data, args.parallelism,
-                crypto=enc,
+                crypto=enc, database=await pg.new_database() if pg else None,
             )  # fmt: skip
-            done = {"plain": [0, 0.0, 0.0], "libhub": [0, 0.0, 0.0]}  # messages, s, cpu s
+            methods: list[tuple[str, PlainLoop | OutboxPath | Instances]] = [
+                ("plain", plain), ("libhub", hub)
+            ]  # fmt: skip
+            if args.instances > 1:
+                assert pg is not None, "--instances needs --backend postgresql"
+                shared = await pg.new_database()
+                paths = []
+                for k in range(args.instances):
+                    paths.append(await OutboxPath.open(
+                        server, bot.user_id, bot.password, two_rooms, data, args.parallelism,
+                        name=f"instance-{k}", crypto=enc, database=shared,
+                    ))  # fmt: skip
+                methods.append(("several", Instances(paths)))
+            done = {name: [0, 0.0, 0.0] for name, _ in methods}  # messages, s, cpu s
+            several: list[float] = []
             ratios: list[float] = []
             size = -(-args.items // args.rounds)
             try:
@@ -244,24 +319,31 @@ async def main(args: argparse.Namespace) -> int:
                     chunk = inputs[r * size : (r + 1) * size]
                     stamp = now + timedelta(seconds=r)
                     # A-B, B-A, ...: load from other processes hits both methods alike.
-                    order = [("plain", plain.post), ("libhub", hub.post)]
+                    order = methods if r % 2 == 0 else methods[::-1]
                     pair: dict[str, float] = {}
-                    for name, post in order if r % 2 == 0 else order[::-1]:
+                    for name, method in order:
                         cpu0 = _cpu_seconds(pid)
-                        n, seconds = await post(chunk, stamp)
+                        n, seconds = await method.post(chunk, stamp)
                         done[name][0] += n
                         done[name][1] += seconds
                         done[name][2] += _cpu_seconds(pid) - cpu0
                         pair[name] = n / seconds
                     ratios.append(pair["libhub"] / pair["plain"])
+                    extra = ""
+                    if "several" in pair:
+                        several.append(pair["several"] / pair["libhub"])
+                        extra = (f", {args.instances} instances {pair['several']:6.1f} msg/s "
+                                 f"({several[-1]:.2f} of one)")  # fmt: skip
                     print(
                         f"  round {r + 1:2}: baseline {pair['plain']:6.1f} msg/s, "
-                        f"libhub {pair['libhub']:6.1f} msg/s, ratio {ratios[-1]:.2f}",
+                        f"libhub {pair['libhub']:6.1f} msg/s, ratio {ratios[-1]:.2f}{extra}",
                         flush=True,
                     )
             finally:
                 await plain.close()
                 counts = await hub.close()
+                many = await methods[2][1].close() if len(methods) > 2 else None
+                assert not isinstance(many, float)
             if enc:
                 label, target = "libhub outbox, plain rooms", "0.8"
             else:
@@ -270,7 +352,8 @@ async def main(args: argparse.Namespace) -> int:
             rate = done["libhub"][0] / done["libhub"][1]
             print(f"  {label}: {base:7.1f} msg/s", flush=True)
             print(
-                f"  libhub outbox{', encrypted rooms' if enc else ''}, {args.parallelism} rooms "
+                f"  libhub outbox on {args.backend}{', encrypted rooms' if enc else ''}, "
+                f"{args.parallelism} rooms "
                 f"at once: {rate:7.1f} msg/s "
                 f"(sent {counts['sent']}, pending {counts['pending']}, failed {counts['failed']})"
             )
@@ -282,6 +365,14 @@ async def main(args: argparse.Namespace) -> int:
                 f"  ratio libhub / baseline: {rate / base:.2f} overall, "
                 f"{statistics.median(ratios):.2f} median of rounds (target >= {target})"
             )
+            if many is not None:
+                both = done["several"][0] / done["several"][1]
+                print(
+                    f"  {args.instances} instances on one PostgreSQL, same work: {both:7.1f} "
+                    f"msg/s (sent {many['sent']}, pending {many['pending']}, failed "
+                    f"{many['failed']}); against one instance: {both / rate:.2f} overall, "
+                    f"{statistics.median(several):.2f} median of rounds"
+                )
         finally:
             await server.stop()
     return 0
@@ -295,5 +386,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=10, help="alternating rounds per method")
     parser.add_argument(
         "--encrypted", action="store_true", help="encrypted rooms against plain rooms"
+    )
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--instances", type=int, default=1, help="with postgresql: N instances against one"
     )
     sys.exit(asyncio.run(main(parser.parse_args())))
