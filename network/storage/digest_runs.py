@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from network.storage.base import Database, from_iso, now_iso
+from network.storage.engine import Conn
 from network.storage.subscriber_records import (
     Claim,
     DigestRun,
@@ -24,6 +25,45 @@ from network.storage.subscriber_records import (
 # Items waiting for a coordinator (or rejected) are not queued for subscribers; approving
 # one queues it then (network/storage/moderation.py).
 NOT_HELD = "id NOT IN (SELECT item_id FROM outbox WHERE status IN ('held', 'rejected'))"
+# Claims per statement (5 and 8 parameters each: far below both databases' limits).
+CLAIM_STEP = 500
+_INT, _TEXT = "CAST(? AS INTEGER)", "CAST(? AS TEXT)"
+_CLAIM_ROW = f"({_INT}, {_INT}, {_TEXT}, {_TEXT}, {_INT})"
+_RUN_ROW = "(?,?,?,?,?,?,?,?)"
+
+
+async def _claim_step(conn: Conn, claims: Sequence[Claim], stamp: str) -> int:
+    """Claims of distinct subscribers in two statements: move the cursors that are still
+    where planning read them, then create the runs of the subscribers moved."""
+    params: list[object] = []
+    for c in claims:
+        params += [c.subscriber_id, c.upto_seq, c.last_period, iso_or_none(c.next_due), c.from_seq]
+    # VALUES columns are column1… in both databases; the casts type PostgreSQL's parameters.
+    moved = await (
+        await conn.execute(
+            "UPDATE subscribers SET queue_cursor = v.column2, "
+            "last_period = COALESCE(v.column3, subscribers.last_period), "
+            "next_due = COALESCE(v.column4, subscribers.next_due) "
+            f"FROM (VALUES {','.join([_CLAIM_ROW] * len(claims))}) AS v "
+            "WHERE subscribers.id = v.column1 AND subscribers.queue_cursor = v.column5 "
+            "AND subscribers.status = 'active' RETURNING subscribers.id",
+            params,
+        )
+    ).fetchall()
+    ids = {int(r[0]) for r in moved}
+    runs = [c for c in claims if c.subscriber_id in ids and c.period is not None]
+    if not runs:
+        return 0
+    values: list[object] = []
+    for c in runs:
+        values += [c.subscriber_id, c.period, c.kind, c.frequency, c.from_seq, c.upto_seq,
+                   stamp, stamp]  # fmt: skip
+    cur = await conn.execute(
+        "INSERT OR IGNORE INTO digest_runs (subscriber_id, period, kind, frequency, "
+        f"from_seq, upto_seq, next_attempt, created_at) VALUES {','.join([_RUN_ROW] * len(runs))}",
+        values,
+    )
+    return int(cur.rowcount)
 
 
 class DigestRunStore(Database):
@@ -118,40 +158,27 @@ class DigestRunStore(Database):
         return [Subscriber.from_row(r) for r in rows]
 
     async def claim_runs(self, claims: Sequence[Claim], *, now: datetime) -> int:
-        """Apply claims in one transaction; returns how many runs were created."""
+        """Apply claims in one transaction; returns how many runs were created.
+
+        Set-based, not one statement per subscriber: each step compare-and-sets the cursors
+        of many subscribers at once (``UPDATE … FROM (VALUES …) RETURNING id``) and inserts
+        the runs of those it moved in one statement, so a page costs a few round trips on
+        PostgreSQL, not two per subscriber. A subscriber's chained claims (one notice per
+        item) go in successive steps, in order, as the compare-and-set needs."""
         created = 0
         stamp = now_iso(now)
+        steps: list[list[Claim]] = []
+        seen: dict[int, int] = {}  # subscriber id -> how many of their claims are placed
+        for c in claims:
+            n = seen.get(c.subscriber_id, 0)
+            seen[c.subscriber_id] = n + 1
+            if n == len(steps):
+                steps.append([])
+            steps[n].append(c)
         async with self.transaction() as conn:
-            for c in claims:
-                cur = await conn.execute(
-                    "UPDATE subscribers SET queue_cursor = ?, "
-                    "last_period = COALESCE(?, last_period), next_due = COALESCE(?, next_due) "
-                    "WHERE id = ? AND queue_cursor = ? AND status = 'active'",
-                    (
-                        c.upto_seq,
-                        c.last_period,
-                        iso_or_none(c.next_due),
-                        c.subscriber_id,
-                        c.from_seq,
-                    ),
-                )
-                if cur.rowcount == 0 or c.period is None:
-                    continue
-                cur = await conn.execute(
-                    "INSERT OR IGNORE INTO digest_runs (subscriber_id, period, kind, frequency, "
-                    "from_seq, upto_seq, next_attempt, created_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (
-                        c.subscriber_id,
-                        c.period,
-                        c.kind,
-                        c.frequency,
-                        c.from_seq,
-                        c.upto_seq,
-                        stamp,
-                        stamp,
-                    ),
-                )
-                created += int(cur.rowcount)
+            for step in steps:
+                for start in range(0, len(step), CLAIM_STEP):
+                    created += await _claim_step(conn, step[start : start + CLAIM_STEP], stamp)
         return created
 
     # -- sending runs ------------------------------------------------------------------------
