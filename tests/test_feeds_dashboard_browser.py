@@ -20,6 +20,7 @@ from network.devtools.devserver import DevHomeserver, DevUser, free_port
 from network.service import Service
 from network.settings.model import parse_settings
 from network.web.dashboard import issue_login_token, login_url
+from tests.channelkit import JsonReceiver
 from tests.conftest import new_user
 from tests.publisher import FeedItem, Publisher, Scripted, rss
 from tests.test_dashboard_browser import CHROMIUM_ARGS
@@ -38,15 +39,6 @@ NEW = FeedItem("new1", "Hotspots at every branch")
 LATER = FeedItem("new2", "Posted only after resuming")
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.messages.append(str((await request.json())["message"]))
-        return web.json_response({"ok": True})
-
-
 def homepage(feed_url: str) -> bytes:
     return (
         "<!doctype html><html><head><title>Riverside Library</title>"
@@ -61,7 +53,7 @@ async def test_a_coordinator_adds_routes_and_pauses_a_feed(
     bot = await new_user(synapse, "fbot", admin)
     bot_env["FEEDS_BOT_PW"] = bot.password
     bot_env["LIBHUB_SECRET"] = SECRET
-    got = Receiver()
+    got = JsonReceiver()
     channel_app = web.Application()
     channel_app.router.add_post("/{tail:.*}", got.handle)
     channel = TestServer(channel_app, host="127.0.0.1")

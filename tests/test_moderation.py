@@ -18,8 +18,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from network.devtools.devserver import free_port
 from network.routing.router import Router
@@ -28,31 +26,16 @@ from network.settings.model import Settings, parse_settings
 from network.storage import ItemInput, Storage, Target
 from network.tokens import hook_token
 from network.web.dashboard import issue_login_token
+from tests.channelkit import JsonReceiver, json_receiver
 from tests.test_delivery_kit import drain
 
 SECRET = "moderation-test-secret-0123456789"
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.messages.append(str((await request.json())["message"]))
-        return web.json_response({"ok": True})
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
-    got = Receiver()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", got.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield got, server.port or 0
-    finally:
-        await server.close()
+async def receiver() -> AsyncIterator[tuple[JsonReceiver, int]]:
+    async with json_receiver() as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +86,7 @@ async def _post(port: int, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_held_items_wait_then_approved_ones_are_delivered_once(
-    tmp_path: Path, receiver: tuple[Receiver, int]
+    tmp_path: Path, receiver: tuple[JsonReceiver, int]
 ) -> None:
     got, receiver_port = receiver
     port = free_port()
@@ -146,7 +129,7 @@ async def test_held_items_wait_then_approved_ones_are_delivered_once(
 
 
 async def test_flag_words_hold_items_even_on_unmoderated_routes(
-    tmp_path: Path, receiver: tuple[Receiver, int]
+    tmp_path: Path, receiver: tuple[JsonReceiver, int]
 ) -> None:
     got, receiver_port = receiver
     port = free_port()
@@ -228,7 +211,7 @@ async def _seed(storage: Storage, now: datetime) -> None:
 
 
 async def test_trends_csv_and_page_count_seeded_activity_per_day(
-    tmp_path: Path, receiver: tuple[Receiver, int]
+    tmp_path: Path, receiver: tuple[JsonReceiver, int]
 ) -> None:
     _, receiver_port = receiver
     port = free_port()

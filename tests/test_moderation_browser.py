@@ -23,6 +23,7 @@ from network.service import Service
 from network.settings.model import parse_settings
 from network.tokens import hook_token
 from network.web.dashboard import issue_login_token, login_url
+from tests.channelkit import JsonReceiver
 from tests.conftest import new_user
 from tests.matrixkit import MatrixReader
 from tests.test_dashboard_browser import CHROMIUM_ARGS
@@ -35,15 +36,6 @@ pytestmark = [
 ]
 
 SECRET = "moderation-browser-secret-0123456789"
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.messages.append(str((await request.json())["message"]))
-        return web.json_response({"ok": True})
 
 
 async def test_held_items_are_approved_on_the_dashboard_and_by_reaction(
@@ -59,7 +51,7 @@ async def test_held_items_are_approved_on_the_dashboard_and_by_reaction(
     coordinator = reader.user_id
     stranger = await new_user(synapse, "mstranger", admin)
     ops_room = await reader.create_room(public=True, name="Ops")
-    got = Receiver()
+    got = JsonReceiver()
     channel_app = web.Application()
     channel_app.router.add_post("/{tail:.*}", got.handle)
     channel = TestServer(channel_app, host="127.0.0.1")

@@ -20,6 +20,7 @@ from network.devtools.devserver import free_port
 from network.service import Service
 from network.settings.model import parse_settings
 from network.web.dashboard import issue_login_token, login_url
+from tests.channelkit import JsonReceiver
 from tests.publisher import FeedItem, Publisher, Scripted, rss
 from tests.test_delivery_kit import drain
 
@@ -29,22 +30,11 @@ NEW = FeedItem("new1", "Hotspots at every branch")
 LATER = FeedItem("new2", "Sent after the route is gone")
 
 
-class Receiver:
-    """An apprise ``json://`` endpoint: keeps each message it is sent."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.messages.append(str((await request.json())["message"]))
-        return web.json_response({"ok": True})
-
-
 @dataclass
 class Env:
     service: Service
     pub: Publisher
-    got: Receiver
+    got: JsonReceiver
     base: str
 
 
@@ -52,7 +42,7 @@ class Env:
 async def env(tmp_path: Path, bot_env: dict[str, str]) -> AsyncIterator[Env]:
     bot_env["LIBHUB_SECRET"] = SECRET
     bot_env["ROUTES_BOT_PW"] = "unused"
-    got = Receiver()
+    got = JsonReceiver()
     app = web.Application()
     app.router.add_post("/{tail:.*}", got.handle)
     channel = TestServer(app, host="127.0.0.1")

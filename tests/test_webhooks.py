@@ -10,38 +10,21 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from network.devtools.devserver import free_port
 from network.service import Service
 from network.settings.model import parse_settings
 from network.tokens import hook_of_token, hook_token, hook_token_valid
+from tests.channelkit import JsonReceiver, json_receiver
 from tests.test_delivery_kit import drain
 
 SECRET = "webhook-test-secret-0123456789"
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.messages.append(await request.json())
-        return web.json_response({"ok": True})
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
-    got = Receiver()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", got.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield got, server.port or 0
-    finally:
-        await server.close()
+async def receiver() -> AsyncIterator[tuple[JsonReceiver, int]]:
+    async with json_receiver() as running:
+        yield running
 
 
 def _settings(tmp_path: Path, receiver_port: int, web_port: int, extra: str = "") -> Any:
@@ -86,7 +69,7 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_webhook_refuses_clearly_and_delivers_each_accepted_post_once(
-    tmp_path: Path, receiver: tuple[Receiver, int], secret_env: None
+    tmp_path: Path, receiver: tuple[JsonReceiver, int], secret_env: None
 ) -> None:
     got, receiver_port = receiver
     port = free_port()
@@ -147,13 +130,13 @@ async def test_webhook_refuses_clearly_and_delivers_each_accepted_post_once(
         await service.close()
     assert items == 5
     assert counts["sent"] == 5 and counts["pending"] == 0 and counts["failed"] == 0
-    assert sorted(m["message"] for m in got.messages) == sorted(
+    assert sorted(m["message"] for m in got.payloads) == sorted(
         f"Story time {n} https://lib.example.org/e/{n}" for n in range(5)
     )
 
 
 async def test_a_repeated_post_is_stored_once(
-    tmp_path: Path, receiver: tuple[Receiver, int], secret_env: None
+    tmp_path: Path, receiver: tuple[JsonReceiver, int], secret_env: None
 ) -> None:
     got, receiver_port = receiver
     port = free_port()
@@ -174,7 +157,7 @@ async def test_a_repeated_post_is_stored_once(
         await drain(service)
     finally:
         await service.close()
-    assert [m["message"] for m in got.messages] == ["Maker night https://lib.example.org/m"]
+    assert [m["message"] for m in got.payloads] == ["Maker night https://lib.example.org/m"]
 
 
 def test_hook_tokens_name_their_hook_and_survive_a_secret_rotation() -> None:
