@@ -92,6 +92,18 @@ async def _audit(
     await audit_row(conn, actor=actor, action=action, subject=subject, detail=detail, now=now)
 
 
+def _route_values(route: LiveRouteRecord) -> tuple[str, ...]:
+    """feeds, kinds, rooms, channels, matrix_template, channel_template, as stored."""
+    return (
+        json.dumps(list(route.feeds)),
+        json.dumps(list(route.kinds)),
+        json.dumps(list(route.rooms)),
+        json.dumps(list(route.channels)),
+        route.matrix_template,
+        route.channel_template,
+    )
+
+
 # Columns a live-feed change may write; anything else is a bug.
 _LIVE_COLUMNS = frozenset({"rooms", "channels", "template", "filters", "paused", "title", "kind"})
 
@@ -187,16 +199,7 @@ class LiveFeedStore(Database):
             cur = await conn.execute(
                 "INSERT INTO live_routes (feeds, kinds, rooms, channels, matrix_template, "
                 "channel_template, added_by, added_at) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
-                (
-                    json.dumps(list(route.feeds)),
-                    json.dumps(list(route.kinds)),
-                    json.dumps(list(route.rooms)),
-                    json.dumps(list(route.channels)),
-                    route.matrix_template,
-                    route.channel_template,
-                    route.added_by,
-                    now_iso(route.added_at),
-                ),
+                (*_route_values(route), route.added_by, now_iso(route.added_at)),
             )
             route_id = int((await cur.fetchone())[0])
             await _audit(
@@ -211,15 +214,7 @@ class LiveFeedStore(Database):
             cur = await conn.execute(
                 "UPDATE live_routes SET feeds = ?, kinds = ?, rooms = ?, channels = ?, "
                 "matrix_template = ?, channel_template = ? WHERE id = ?",
-                (
-                    json.dumps(list(route.feeds)),
-                    json.dumps(list(route.kinds)),
-                    json.dumps(list(route.rooms)),
-                    json.dumps(list(route.channels)),
-                    route.matrix_template,
-                    route.channel_template,
-                    route.id,
-                ),
+                (*_route_values(route), route.id),
             )
             if cur.rowcount == 0:
                 return False
