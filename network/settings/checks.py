@@ -125,3 +125,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 def parse_networks(values: Sequence[str]) -> tuple[IPNetwork, ...]:
     """Addresses or CIDR ranges (``10.0.0.0/8``); raises ValueError on a bad one."""
     return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values)
+
+
+def check_range(value: int, low: int, high: int, path: str) -> None:
+    """Refuse a whole number outside ``low``..``high``, naming the key."""
+    if not low <= value <= high:
+        raise ConfigError(f"expected {low} to {high}", path=path)

@@ -24,6 +24,7 @@ from network.settings.checks import (
     address_in,
     check_email,
     check_id,
+    check_range,
     check_room,
     check_tz,
     check_user,
@@ -247,8 +248,7 @@ class EmailSettings:
                 f"{self.from_!r} has no email address: write 'Name <news@example.org>'",
                 path=f"{path}.from",
             )
-        if not 1 <= self.max_connections <= 64:
-            raise ConfigError("expected 1 to 64", path=f"{path}.max_connections")
+        check_range(self.max_connections, 1, 64, f"{path}.max_connections")
         if self.max_per_second < 0:
             raise ConfigError(
                 "expected 0 (no limit) or a number of messages a second, e.g. 14",
@@ -395,10 +395,8 @@ class PollingSettings:
                 f"expected a size in MiB above 0 and at most {MAX_BODY_MIB}",
                 path=f"{path}.max_body_mib",
             )
-        if not 1 <= self.concurrency <= 500:
-            raise ConfigError("expected 1 to 500", path=f"{path}.concurrency")
-        if not 1 <= self.per_host <= 50:
-            raise ConfigError("expected 1 to 50", path=f"{path}.per_host")
+        check_range(self.concurrency, 1, 500, f"{path}.concurrency")
+        check_range(self.per_host, 1, 50, f"{path}.per_host")
 
 
 @dataclass(frozen=True)
@@ -491,8 +489,7 @@ class DeliverySettings:
     edit_window: Duration = Duration(days=2)
 
     def validate(self, path: str) -> None:
-        if not 1 <= self.room_parallelism <= 64:
-            raise ConfigError("expected 1 to 64", path=f"{path}.room_parallelism")
+        check_range(self.room_parallelism, 1, 64, f"{path}.room_parallelism")
         if self.group_threshold < 1:
             raise ConfigError("expected at least 1", path=f"{path}.group_threshold")
 
@@ -587,10 +584,8 @@ class FeedsAdminSettings:
     preview_items: int = 3
 
     def validate(self, path: str) -> None:
-        if not 0 <= self.power_level <= 100:
-            raise ConfigError("expected 0 to 100", path=f"{path}.power_level")
-        if not 0 <= self.preview_items <= 10:
-            raise ConfigError("expected 0 to 10", path=f"{path}.preview_items")
+        check_range(self.power_level, 0, 100, f"{path}.power_level")
+        check_range(self.preview_items, 0, 10, f"{path}.preview_items")
 
 
 @dataclass(frozen=True)
