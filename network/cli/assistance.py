@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from network.cli.common import Subparsers, add, config, out
+from network.cli.common import Subparsers, add, config, open_storage, out
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
@@ -37,16 +37,13 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 def _cmd_kb_reload(args: argparse.Namespace) -> int:
     from bots.assistant import toolbox_dir
     from bots.kb.index import KnowledgeBase
-    from network.storage import Storage
 
     settings = config(args)
     folder = toolbox_dir(settings)
     kb = KnowledgeBase.load(folder)  # a broken page stops here, with its file name
 
     async def main() -> None:
-        storage = await Storage.open(
-            settings.database_location, password=settings.database_password
-        )
+        storage = await open_storage(settings)
         try:
             # The running service compares this with what it loaded (every check_every).
             await storage.set_state("kb.reload_requested", datetime.now(UTC).isoformat())
@@ -67,14 +64,10 @@ def _cmd_kb_reload(args: argparse.Namespace) -> int:
 def _cmd_kb_candidates(args: argparse.Namespace) -> int:
     import json
 
-    from network.storage import Storage
-
     settings = config(args)
 
     async def main() -> list[dict[str, Any]]:
-        storage = await Storage.open(
-            settings.database_location, password=settings.database_password
-        )
+        storage = await open_storage(settings)
         try:
             found = await storage.kb_candidates()
         finally:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from contextlib import nullcontext
 
-from network.cli.common import Subparsers, add, config, err, out, setup_logging
+from network.cli.common import Subparsers, add, config, err, open_storage, out, setup_logging
 
 
 def _cmd_cohorts_sync(args: argparse.Namespace) -> int:
@@ -14,7 +15,6 @@ def _cmd_cohorts_sync(args: argparse.Namespace) -> int:
 
     from network.community.cohorts import CohortSync, smtp_mailer
     from network.matrix.gateway import MatrixGateway
-    from network.storage import Storage
     from network.storage.lock import service_lock
 
     settings = config(args)
@@ -22,7 +22,7 @@ def _cmd_cohorts_sync(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.WARNING)
 
     async def main() -> int:
-        storage = await Storage.open(settings.database_path)
+        storage = await open_storage(settings)
         matrix = MatrixGateway.from_settings(settings, storage)
         try:
             await matrix.login()
@@ -53,23 +53,20 @@ def _cmd_cohorts_sync(args: argparse.Namespace) -> int:
             return 75  # EX_TEMPFAIL: run again to continue
         return 1 if report.errors else 0
 
-    # The bot's device and crypto store are the running service's: one process at a time
-    # (with `community.sync_on_start` the service reconciles the cohorts itself).
-    with service_lock(settings.database_path):
+    # The bot's device and crypto store are the running service's: on SQLite one process
+    # at a time (with `community.sync_on_start` the service reconciles the cohorts itself).
+    lock = nullcontext() if settings.database.url else service_lock(settings.database_path)
+    with lock:
         return asyncio.run(main())
 
 
 def _cmd_cohorts_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from network.storage import Storage
-
     settings = config(args)
 
     async def main() -> int:
-        storage = await Storage.open(
-            settings.database_location, password=settings.database_password
-        )
+        storage = await open_storage(settings)
         try:
             counts = await storage.cohort_update_counts()
             for cohort in settings.cohorts:

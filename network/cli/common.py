@@ -8,11 +8,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from network.settings.model import Settings, load_settings
+
+if TYPE_CHECKING:
+    from network.storage import Storage
 
 EXIT_CONFIG = 2
 EXIT_NOT_A_FEED = 3
@@ -65,3 +68,11 @@ def setup_logging(verbose: bool = False) -> None:
 
 def run_async(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coro)
+
+
+async def open_storage(settings: Settings) -> Storage:
+    """The network's database as the settings name it (an SQLite file, or PostgreSQL by
+    ``database.url`` with its password from the environment)."""
+    from network.storage import Storage
+
+    return await Storage.open(settings.database_location, password=settings.database_password)

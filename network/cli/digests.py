@@ -32,7 +32,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from network.cli.common import Subparsers, add, config, err, out
+from network.cli.common import Subparsers, add, config, err, open_storage, out
 from network.delivery.channels import ChannelSender
 from network.errors import ConfigError
 from network.settings.checks import weekday_number
@@ -64,7 +64,7 @@ class Tools:
 
 @asynccontextmanager
 async def _tools(settings: Settings) -> AsyncIterator[Tools]:
-    storage = await Storage.open(settings.database_location, password=settings.database_password)
+    storage = await open_storage(settings)
     postman = Postman(settings, ChannelSender())
     web_secret = secret(settings.web.secret_env)
     subs = Subscriptions(

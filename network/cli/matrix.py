@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from network.cli.common import Subparsers, add, config, out, run_async
+from network.cli.common import Subparsers, add, config, open_storage, out, run_async
 from network.errors import ConfigError
 
 ADMIN_TOKEN_ENV = "SYNAPSE_ADMIN_TOKEN"
@@ -17,12 +17,9 @@ def cmd_matrix_new_device(args: argparse.Namespace) -> int:
     crypto store (needed when the old store was lost). Old encrypted messages stay
     unreadable to the bot; the new device is cross-signed on its first start."""
     settings = config(args)
-    from network.storage import Storage
 
     async def main() -> int:
-        storage = await Storage.open(
-            settings.database_location, password=settings.database_password
-        )
+        storage = await open_storage(settings)
         try:
             old = await storage.get_state("matrix.device_id")
             await storage.set_state("matrix.token", "")
@@ -51,11 +48,10 @@ def cmd_lift_ratelimit(args: argparse.Namespace) -> int:
     user_id = args.user or settings.matrix.user_id
     from network.matrix.admin import lift_ratelimit
     from network.matrix.ratelimit import clear_notice
-    from network.storage import Storage
 
     async def main() -> int:
         override = await lift_ratelimit(settings.matrix.homeserver, user_id, token)
-        storage = await Storage.open(settings.database_path)
+        storage = await open_storage(settings)
         try:
             await clear_notice(storage)
         finally:

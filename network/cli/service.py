@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from network.cli.common import Subparsers, add, config, out, run_async, setup_logging
+from network.cli.common import Subparsers, add, config, open_storage, out, run_async, setup_logging
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -42,12 +42,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     settings = config(args)
     from network.matrix.ratelimit import stored_notice
-    from network.storage import Storage
 
     async def main() -> int:
-        storage = await Storage.open(
-            settings.database_location, password=settings.database_password
-        )
+        storage = await open_storage(settings)
         try:
             feeds = await storage.feed_states()
             notice = await stored_notice(storage)
