@@ -1,9 +1,12 @@
 """One daily digest round for 10,000 subscribers, next to a plain smtplib loop (the limit).
 
 Run: ``.venv/bin/python bench/digest.py`` (options: ``--subscribers 10000``, ``--items 50``,
-``--connections 4``, ``--backend sqlite|postgresql``). With ``--backend postgresql`` the
-service's database is a throw-away PostgreSQL (Debian's package, started like the tests'
-tests/pgkit.py does: initdb + pg_ctl on a free loopback port in a temporary folder).
+``--connections 4``, ``--backend sqlite|postgresql``, ``--instances 1``). With ``--backend
+postgresql`` the service's database is a throw-away PostgreSQL (Debian's package, started
+like the tests' tests/pgkit.py does: initdb + pg_ctl on a free loopback port in a temporary
+folder). ``--instances N`` (PostgreSQL only) sends the planned round from N libhub
+processes on that database at once (each leases its own runs, as `libhub digest send` beside
+a running service does), against the same limit.
 
 Both sides send to the same local SMTP server: aiosmtpd in its own process with a handler
 that only counts messages and bytes (no parsing, no storage), so the server is not what
@@ -107,6 +110,28 @@ def smtplib_loop(port: int, messages: list[bytes], n: int) -> float:
 
 
 # -- libhub --------------------------------------------------------------------------------
+
+
+def _send_elsewhere(config: str, tmp: str, now: datetime, ready: Any, go: Any, done: Any) -> None:
+    """Another libhub instance (its own process) sending the planned round from the same
+    database; tells ``done`` how many it sent."""
+
+    async def send() -> int:
+        from network.service import Service
+        from network.settings.model import parse_settings
+
+        os.environ["LIBHUB_BENCH_SECRET"] = "bench-secret-0123456789abcdef"
+        settings = parse_settings(config, base_dir=Path(tmp), env={})
+        service = await Service.create(settings)
+        try:
+            service.subscriptions.clock = service.digests.clock = lambda: now
+            ready.put(os.getpid())
+            await asyncio.to_thread(go.wait)
+            return (await service.digests.send_pending()).sent
+        finally:
+            await service.close()
+
+    done.put(asyncio.run(send()))
 
 
 def _config(tmp: Path, port: int, connections: int, database_url: str | None) -> str:
@@ -256,7 +281,10 @@ async def main() -> int:
     parser.add_argument("--items", type=int, default=50)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--instances", type=int, default=1, help="postgresql: N senders")
     args = parser.parse_args()
+    if args.instances > 1 and args.backend != "postgresql":
+        parser.error("--instances needs --backend postgresql")
     os.environ["LIBHUB_BENCH_SECRET"] = "bench-secret-0123456789abcdef"
     import logging
 
@@ -292,6 +320,16 @@ async def main() -> int:
                 print(f"message size ~{avg_size / 1024:.1f} KiB; process RSS {before:.0f} MB")
 
                 limit_times = [await asyncio.to_thread(smtplib_loop, port, limit_msgs, n)]
+                # The other instances start (not measured) and wait for the round.
+                started, go, done = ctx.Queue(), ctx.Event(), ctx.Queue()
+                config = _config(Path(tmp_dir), port, args.connections, database_url)
+                theirs = (config, tmp_dir, now, started, go, done)
+                extra = args.instances - 1
+                others = [ctx.Process(target=_send_elsewhere, args=theirs) for _ in range(extra)]
+                for other in others:
+                    other.start()
+                for _ in others:
+                    await asyncio.to_thread(started.get, True, 120)
                 start_count = count.value
                 gc.collect()
                 reset = reset_peak()
@@ -302,8 +340,14 @@ async def main() -> int:
                 await service.digests.plan(now, keep=False)
                 t_plan = time.perf_counter() - t0
                 planned = (await service.storage.run_counts())["pending"]
+                go.set()
                 report = await service.digests.send_pending()
+                sent = report.sent + sum(
+                    [await asyncio.to_thread(done.get, True, 3600) for _ in others]
+                )
                 ours = time.perf_counter() - t0
+                for other in others:
+                    other.join(30)
                 round_peak = _status_mb("VmHWM")
                 received = count.value - start_count
                 peak = rss_mb()
@@ -322,16 +366,17 @@ async def main() -> int:
     limit_rate = sum(n / t for t in limit_times) / len(limit_times)
     ours_rate = n / ours
     ratio = ours_rate / limit_rate
-    ok = report.sent == n == received and counts["sent"] == n
+    ok = sent == n == received and counts["sent"] == n
     print()
     print(f"{'':28}{'time':>10}{'messages/s':>14}")
     for i, t in enumerate(limit_times):
         print(f"{'smtplib loop (limit) #' + str(i + 1):28}{t:>9.2f}s{n / t:>14.0f}")
-    print(f"{'libhub daily round':28}{ours:>9.2f}s{ours_rate:>14.0f}")
+    label = "libhub daily round" + (f", {args.instances} inst." if args.instances > 1 else "")
+    print(f"{label:28}{ours:>9.2f}s{ours_rate:>14.0f}")
     print()
     print(
         f"backend: {args.backend}; planned runs: {planned} in {t_plan:.2f}s; "
-        f"sent: {report.sent}; server received: {received}"
+        f"sent: {sent} ({report.sent} by this process); server received: {received}"
     )
     print(f"ratio libhub / limit: {ratio:.2f} (target >= {target})")
     how = (
