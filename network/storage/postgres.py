@@ -71,6 +71,14 @@ async def _run(conn: Any, sql: str, params: Sequence[Any]) -> Result:
         raise DuplicateKey(str(e)) from e
 
 
+async def _keep_session(conn: Any) -> None:
+    """What a connection needs before it goes back to the pool: nothing beyond the rollback
+    asyncpg always does. Its default reset (unlock advisory locks, close cursors, UNLISTEN,
+    RESET ALL) is one more round trip for every statement (a digest makes one per message)
+    and undoes nothing: the stores take only transaction-level advisory locks and never
+    LISTEN, SET or leave a cursor open."""
+
+
 class PostgresConn(Conn):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -186,7 +194,12 @@ async def open_postgres(url: str, *, password: str | None, target: int) -> Postg
     where = safe_url(url)
     try:
         pool = await asyncpg.create_pool(
-            dsn=url, password=password, min_size=1, max_size=POOL_SIZE, command_timeout=60
+            dsn=url,
+            password=password,
+            min_size=1,
+            max_size=POOL_SIZE,
+            command_timeout=60,
+            reset=_keep_session,
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         raise StorageError(
