@@ -45,6 +45,11 @@ class AlreadyRunning(StorageError):
     """Another ``libhub run`` holds the database: two would post every message twice."""
 
 
+class LeaseLost(StorageError):
+    """A leased feed's poll may not commit: its lease ran out and another instance took the
+    feed over (its poll is the one that counts)."""
+
+
 class MatrixError(LibhubError):
     """A Matrix request failed. ``transient`` says whether retrying can help."""
 

@@ -1,7 +1,7 @@
 """Who runs what must run once: this instance's heartbeat and its hold on the leader lease.
 
-Any number of instances share one PostgreSQL database: all deliver the outbox (its rows
-are leased), while the Matrix sync and the bot, feed polling, cohort sync, the digest and
+Any number of instances share one PostgreSQL database: all deliver the outbox and poll the
+due feeds (both are leased), while the Matrix sync and the bot, cohort sync, the digest and
 reminder schedulers run on the leader only. Every `HEARTBEAT` the instance records itself
 and takes or renews the lease (valid `TTL`); a leader that dies stops renewing, and another
 instance takes over within TTL + HEARTBEAT (20 s). On SQLite the file lock already makes
@@ -57,6 +57,9 @@ class Leadership:
             # their leases run out (2 minutes): its rooms go on, in order.
             if taken := await self.storage.release_claims_of_silent(now, silent_since=now - TTL):
                 log.warning("%d deliveries of a silent instance are due again", taken)
+            # Likewise the feeds it was polling (their leases last minutes).
+            if taken := await self.storage.release_feeds_of_silent(now, silent_since=now - TTL):
+                log.warning("%d feeds a silent instance was polling are due again", taken)
         await self.storage.forget_instances_older_than(now - FORGET_AFTER)
         leads = await self.storage.try_lead(
             self.instance_id, now=now, ttl=TTL, force=not self.shared

@@ -277,10 +277,10 @@ class Service:
         return feed.title or feed.id
 
     async def _first_poll(self, feed_id: str) -> None:
-        """A feed just added live: store what it holds now as seen (never posted)."""
-        state = await self.storage.feed_state(feed_id)
-        if state is not None:
-            await self.poller.poll_feed(self.catalog.feed(feed_id), state)
+        """A feed just added live: store what it holds now as seen (never posted). Leased
+        like any poll: should another instance's cycle have taken the new feed first, its
+        poll is the first one (live feeds post nothing of what they hold when added)."""
+        await self.poller.poll_now(feed_id)
 
     async def notify_ops(self, text: str) -> None:
         room = self.settings.network.ops_room
@@ -329,8 +329,19 @@ class Service:
             ) from e
         log.info("web server on http://%s", self.settings.web.listen)
 
+    @property
+    def _polls_everywhere(self) -> bool:
+        """On PostgreSQL every instance polls a share of the due feeds (they are leased);
+        on SQLite the one process polls, as the leader it is from the start."""
+        return self.storage.dialect == POSTGRESQL
+
     def _leader_tasks(self, term: asyncio.Event) -> list[asyncio.Task[Any]]:
         """What must run once in the whole network: on the leader, until ``term``."""
+        polling = (
+            []
+            if self._polls_everywhere
+            else [asyncio.create_task(self.poller.run(term), name="poller")]
+        )
         return [
             asyncio.create_task(
                 self.matrix.sync_forever(
@@ -338,7 +349,7 @@ class Service:
                 ),
                 name="matrix-sync",
             ),
-            asyncio.create_task(self.poller.run(term), name="poller"),
+            *polling,
             asyncio.create_task(self.community.run(term), name="community"),
             asyncio.create_task(self.cohort_updates.run(term), name="weekly-prompt"),
             asyncio.create_task(self.webinars.run(term), name="webinar-reminders"),
@@ -371,6 +382,11 @@ class Service:
             asyncio.create_task(self._lead(stop, watch), name="leader"),
             asyncio.create_task(self._follow_session(stop), name="matrix-session"),
         ]
+        if self._polls_everywhere:
+            # New items wake this instance's delivery (on_queued) and are queued for the
+            # digests in the database; the leader's digest runner sends the immediate
+            # notices at its next round (within its idle wait, a minute at most).
+            tasks.append(asyncio.create_task(self.poller.run(stop), name="poller"))
         for task in tasks:
             task.add_done_callback(watch)
         self.started.set()

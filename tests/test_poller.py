@@ -317,7 +317,12 @@ password_env = "X"
 """,
         base_dir=tmp_path,
     )
+    await rig.poller.prepare()  # the next start, with the new configuration
     assert await rig.poller._seconds_to_next_due() == 60.0
+    hits = rig.pub.hits.get("f.xml")
+    assert await rig.poller.poll_due() == [] and await rig.poller.poll_due(force=True) == []
+    assert rig.pub.hits.get("f.xml") == hits
+    assert (await rig.state()).title == "Test feed"  # its row and history stay
 
 
 async def test_a_reused_guid_stays_with_its_item_and_the_newcomer_is_new(rig: Rig) -> None:

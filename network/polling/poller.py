@@ -4,6 +4,10 @@ The feeds library does the fetching and parsing; this module owns what the servi
 remembers about each feed (validators, health, next check) and the decisions that need
 the database: initial sync (current items are seen, not posted), the age limit, and the
 one notice per outage to the ops room. One broken feed never stops the cycle.
+
+Due feeds are leased (storage/feeds.py), a chunk at a time as the cycle's workers free up:
+instances on one PostgreSQL each poll a share, and a poll whose lease another instance
+took over commits nothing (the other poll counts). SQLite takes the same leases.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -22,6 +27,7 @@ from feeds.fetch import Fetcher, FetchResult
 from feeds.parse import ParsedItem
 from feeds.parsepool import parse_feed_in_process, shutdown_parse_pool
 from feeds.schedule import HINT_CAP_S, backoff_delay, dedupe_keys, next_check
+from network.errors import LeaseLost
 from network.polling.changes import worth_an_edit
 from network.routing.catalog import FeedCatalog
 from network.routing.router import Router
@@ -78,6 +84,75 @@ class CycleLimits:
     bodies: BodyBudget
 
 
+# How long a leased feed stays this instance's at least: well past one poll's worst case
+# (a fetch slot, the read timeout, parsing, storing). A poll that outlives it anyway is
+# fenced off if another instance took the feed meanwhile; a dead instance's leases are
+# taken back sooner, when its heartbeat stops (network/leadership.py).
+FEED_LEASE = timedelta(minutes=5)
+
+
+class _LeasedFeeds:
+    """The feeds one poll cycle takes: leased from storage a chunk at a time, as workers
+    ask for them, under the cycle's one token (so the cycle never takes a feed twice)."""
+
+    def __init__(
+        self,
+        poller: Poller,
+        polled: dict[str, FeedSettings],
+        *,
+        token: str,
+        chunk: int,
+        any_time: bool,
+    ) -> None:
+        self.poller = poller
+        self.polled = polled
+        self.token = token
+        self.chunk = chunk
+        self.any_time = any_time
+        self.ready: deque[tuple[FeedSettings, FeedState]] = deque()
+        self.exhausted = False
+        self.error: Exception | None = None
+        self._leasing = asyncio.Lock()
+
+    async def take(self) -> tuple[FeedSettings, FeedState] | None:
+        """The next feed to poll, or None when nothing more is due for this cycle."""
+        while not self.ready:
+            if self.exhausted:
+                return None
+            async with self._leasing:
+                if self.ready or self.exhausted:
+                    continue
+                try:
+                    await self.lease()
+                except Exception as e:
+                    # The database failed: feeds already taken are finished, then the cycle
+                    # reports the failure (the run loop tries again later).
+                    self.error, self.exhausted = e, True
+        return self.ready.popleft()
+
+    async def lease(self) -> None:
+        p = self.poller
+        states = await p.storage.lease_feeds(
+            p.clock(),
+            token=self.token,
+            limit=self.chunk,
+            lease=p.lease,
+            any_time=self.any_time,
+            skip=p.foreign,
+        )
+        # Fewer than asked: the rest are due later, or leased right now by another instance.
+        self.exhausted = len(states) < self.chunk
+        unknown = [s.id for s in states if s.id not in self.polled]
+        if unknown:
+            # Polled by the database's account but not this instance's (a live feed added or
+            # resumed since its last catalog reload, or another configuration): handed back
+            # at once to the instances that know it, and left alone until this one does.
+            log.info("feeds %s are not in this instance's catalog yet; left to others", unknown)
+            p.foreign.update(unknown)
+            await p.storage.release_feeds(self.token, unknown)
+        self.ready.extend((self.polled[s.id], s) for s in states if s.id in self.polled)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -119,6 +194,7 @@ class Poller:
         cycle_hooks: Sequence[Callable[[], None]] = (),
         clock: Callable[[], datetime] = _utcnow,
         rnd: Callable[[], float] = random.random,
+        lease: timedelta | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -134,6 +210,10 @@ class Poller:
         self.clock = clock
         self.rnd = rnd
         self.items_ingested = 0
+        self.lease = lease or max(FEED_LEASE, 4 * settings.polling.timeout)
+        # Feeds the database counts as polled that this instance's catalog does not know:
+        # not leased again until it does (see _LeasedFeeds.lease).
+        self.foreign: set[str] = set()
         # Configured rules first: a coordinator's rule overrides the built-in guesses.
         self.kind_rules = tuple(
             KindRule(r.kind, categories=r.categories, title_keywords=r.title_keywords)
@@ -159,6 +239,8 @@ class Poller:
         return (feed.interval or self.settings.polling.default_interval).total_seconds()
 
     async def due_feeds(self, now: datetime) -> list[tuple[FeedSettings, FeedState]]:
+        """The polled feeds whose next check is due at ``now`` (by their schedule alone:
+        `poll_due` leases them, and skips those another instance holds)."""
         states = {s.id: s for s in await self.storage.feed_states()}
         due = []
         for feed in self.polled_feeds():
@@ -172,28 +254,45 @@ class Poller:
     async def poll_due(
         self, *, force: bool = False, progress: Callable[[PollOutcome], None] | None = None
     ) -> list[PollOutcome]:
-        """Poll every due feed (every feed with ``force``), at most ``concurrency`` at once."""
-        now = self.clock()
-        if force:
-            states = {s.id: s for s in await self.storage.feed_states()}
-            due = [(f, states[f.id]) for f in self.polled_feeds() if f.id in states]
-        else:
-            due = await self.due_feeds(now)
+        """Poll every due feed (every polled feed with ``force``), at most ``concurrency``
+        at once. Each is leased first: a feed another instance is polling is left to it
+        (also with ``force``, so a poll by hand never writes over a running instance's)."""
+        polled = {f.id: f for f in self.polled_feeds()}
+        self.foreign -= polled.keys()
+        concurrency = self.settings.polling.concurrency
+        # One token for the cycle: each feed is taken once, ``force`` included.
+        pending = _LeasedFeeds(
+            self,
+            polled,
+            token=self.storage.new_lease_token(),
+            chunk=concurrency,
+            any_time=force,
+        )
+        await pending.lease()  # the first chunk: also how many workers are worth starting
         limits = CycleLimits(
-            fetching=asyncio.Semaphore(self.settings.polling.concurrency),
+            fetching=asyncio.Semaphore(concurrency),
             bodies=BodyBudget(PENDING_BODY_BYTES),
         )
 
         # A fixed set of workers takes feeds from one queue: at 5,000 feeds, one task (and
         # coroutine frame) per feed made at once stalled the loop and held memory for all.
-        results: list[PollOutcome | None] = [None] * len(due)
-        pending = iter(enumerate(due))
+        results: list[PollOutcome | None] = []
 
         async def worker() -> None:
-            for index, (feed, state) in pending:
+            while (taken := await pending.take()) is not None:
+                feed, state = taken
+                index = len(results)
+                results.append(None)
                 try:
-                    outcome = await self.poll_feed(feed, state, limits=limits)
+                    outcome = await self.poll_feed(feed, state, limits=limits, lease=pending.token)
+                except LeaseLost:
+                    log.info(
+                        "feed %s: another instance took it over; this poll's result is dropped",
+                        feed.id,
+                    )
+                    continue
                 except Exception as e:
+                    # The feed keeps its lease until it runs out: not retried at once.
                     log.error("feed %s: poll failed", feed.id, exc_info=e)
                     continue
                 if progress is not None:
@@ -203,7 +302,9 @@ class Poller:
         # Twice the fetch slots: a feed being parsed (or stored) does not hold a fetch slot,
         # so a 304 is not kept waiting behind another feed's parsing; beyond that, feeds
         # wait for a worker (bodies and parse results stay bounded).
-        workers = min(2 * self.settings.polling.concurrency, len(due))
+        workers = 2 * concurrency
+        if pending.exhausted:
+            workers = min(workers, len(pending.ready))
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):
                 group.create_task(worker())
@@ -213,10 +314,33 @@ class Poller:
         if any(o.new for o in outcomes):
             for cycle_hook in self.cycle_hooks:
                 cycle_hook()
+        if pending.error is not None:
+            raise pending.error
         return outcomes
+
+    async def poll_now(self, feed_id: str) -> PollOutcome | None:
+        """Poll one feed now, whatever its schedule (a feed just added live), under a lease
+        of its own. None when another poll holds the feed: that poll counts."""
+        feed = self.catalog.feed(feed_id)
+        token = self.storage.new_lease_token()
+        leased = await self.storage.lease_feeds(
+            self.clock(), token=token, limit=1, lease=self.lease, any_time=True, ids=[feed_id]
+        )
+        if not leased:
+            return None
+        try:
+            return await self.poll_feed(feed, leased[0], lease=token)
+        except LeaseLost:
+            log.info(
+                "feed %s: another instance took it over; this poll's result is dropped", feed_id
+            )
+            return None
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.prepare()
+        # SQLite (one service per file): a lease still held now is a dead process's.
+        if released := await self.storage.release_feed_leases():
+            log.info("%d feeds leased by a process that stopped are due again", released)
         try:
             while not stop.is_set():
                 wait = 30.0  # after a failed cycle (the database, say): not at once
@@ -232,34 +356,38 @@ class Poller:
                 except TimeoutError:
                     pass
         finally:
-            # The service is stopping: its parser processes go with it (a later poll in
-            # this process would start new ones).
+            # The service is stopping: the feeds it was polling are due again at once for
+            # the other instances (not when the leases run out), and its parser processes
+            # go with it (a later poll in this process would start new ones).
+            try:
+                await self.storage.release_feeds_of(self.storage.claimant)
+            except Exception:
+                log.warning("could not hand back this instance's feed leases; they run out")
             shutdown_parse_pool(wait=False)
 
     async def _seconds_to_next_due(self) -> float:
         now = self.clock()
-        # Only configured feeds: a feed taken out of the config keeps its row (its items
-        # and history) but is never due again.
-        configured = {f.id for f in self.polled_feeds()}
-        times = [
-            s.next_check
-            for s in await self.storage.feed_states()
-            if s.status != "gone" and s.id in configured
-        ]
-        pending = [t for t in times if t is not None]
-        if len(pending) < len(times):
-            return 0.5
-        if not pending:
+        # Only polled feeds: a feed taken out of the config keeps its row (its items and
+        # history) but is never due again. A feed another instance holds is due, at the
+        # latest, when its lease runs out.
+        following = await self.storage.next_feed_check(now, skip=self.foreign)
+        if following is None:
             return 60.0
-        return max(0.5, min(60.0, (min(pending) - now).total_seconds()))
+        return max(0.5, min(60.0, (following - now).total_seconds()))
 
     async def poll_feed(
-        self, feed: FeedSettings, state: FeedState, *, limits: CycleLimits | None = None
+        self,
+        feed: FeedSettings,
+        state: FeedState,
+        *,
+        limits: CycleLimits | None = None,
+        lease: str | None = None,
     ) -> PollOutcome:
         """Fetch, parse and store one feed. With `limits` (a poll cycle's), the fetch takes
         one of the cycle's fetch slots and a fetched body waits for parsing within the
         cycle's byte budget, not in a fetch slot: a feed that answers 304 need not wait for
-        another feed's parsing."""
+        another feed's parsing. With ``lease`` (the token the feed was leased with) every
+        write commits only while the feed is still leased under it: `LeaseLost` if not."""
         now = self.clock()
         budget = limits.bodies if limits is not None else None
         held = 0
@@ -286,9 +414,11 @@ class Poller:
                     await budget.acquire(held)
         if result is None:
             assert failure is not None
-            return await self._failed(feed, state, failure, now)
+            return await self._failed(feed, state, failure, now, lease)
         try:
-            return await self._fetched(feed, state, result, now)
+            return await self._fetched(feed, state, result, now, lease)
+        except LeaseLost:
+            raise
         except Exception as e:
             # A bug met by one feed's content must not stop the cycle or make this feed
             # be fetched again at once: it backs off like any failing feed, and says why.
@@ -300,13 +430,18 @@ class Poller:
                     f"{state.url}: libhub could not process this feed ({type(e).__name__}: "
                     f"{e}); it will try again later. Please report this with the feed's address."
                 )
-            return await self._failed(feed, state, problem, now)
+            return await self._failed(feed, state, problem, now, lease)
         finally:
             if budget is not None and held:
                 await budget.release(held)
 
     async def _fetched(
-        self, feed: FeedSettings, state: FeedState, result: FetchResult, now: datetime
+        self,
+        feed: FeedSettings,
+        state: FeedState,
+        result: FetchResult,
+        now: datetime,
+        lease: str | None,
     ) -> PollOutcome:
         next_at = next_check(
             now,
@@ -322,6 +457,7 @@ class Poller:
         if result.status != "ok" or result.body is None:
             await self.storage.update_feed(
                 feed.id,
+                lease=lease,
                 url=url,
                 last_check=now,
                 last_success=now,
@@ -340,13 +476,14 @@ class Poller:
                 result.body, url=result.url, headers=result.headers
             )
         except FeedError as e:
-            return await self._failed(feed, state, e, now)
+            return await self._failed(feed, state, e, now, lease)
         if parsed.ttl_seconds:
             next_at = max(next_at, now + timedelta(seconds=min(parsed.ttl_seconds, HINT_CAP_S)))
         items = await self._rekey(feed, parsed.items)
-        stored = await self._store(feed, state, items, now)
+        stored = await self._store(feed, state, items, now, lease)
         await self.storage.update_feed(
             feed.id,
+            lease=lease,
             url=url,
             title=parsed.title or state.title,
             link=parsed.link,
@@ -382,7 +519,12 @@ class Poller:
         ]
 
     async def _store(
-        self, feed: FeedSettings, state: FeedState, items: Sequence[ParsedItem], now: datetime
+        self,
+        feed: FeedSettings,
+        state: FeedState,
+        items: Sequence[ParsedItem],
+        now: datetime,
+        lease: str | None,
     ) -> StoreResult:
         inputs = []
         for done, parsed in enumerate(items, 1):
@@ -432,6 +574,7 @@ class Poller:
             edit_window=self.settings.delivery.edit_window,
             now=now,
             worth_an_edit=worth_an_edit,
+            lease=lease,
         )
         # An upcoming webinar the publisher took down becomes cancelled on the calendars.
         await self.storage.note_feed_listing(feed.id, [i.key for i in inputs], now)
@@ -458,7 +601,12 @@ class Poller:
             await self._ops(f"Feed {feed.id} is working again ({state.url}).")
 
     async def _failed(
-        self, feed: FeedSettings, state: FeedState, error: FeedError, now: datetime
+        self,
+        feed: FeedSettings,
+        state: FeedState,
+        error: FeedError,
+        now: datetime,
+        lease: str | None = None,
     ) -> PollOutcome:
         errors = state.consecutive_errors + 1
         message = str(error)
@@ -478,6 +626,7 @@ class Poller:
         notify = not state.outage_notified and self.notify_ops is not None
         await self.storage.update_feed(
             feed.id,
+            lease=lease,
             status=status,
             last_check=now,
             next_check=next_at,

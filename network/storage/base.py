@@ -10,6 +10,7 @@ newer libhub is refused on both.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -126,6 +127,17 @@ class Database:
 
     async def table_exists(self, name: str) -> bool:
         return await self._backend.table_exists(name)
+
+    def new_lease_token(self) -> str:
+        """A claim's lease token: the instance's id first (so the claims of an instance
+        that went silent can be taken back), then a part of its own."""
+        return f"{self.claimant}/{uuid.uuid4().hex}" if self.claimant else uuid.uuid4().hex
+
+    def for_update(self) -> str:
+        """What a SELECT that checks a row before writing ends with: on PostgreSQL it locks
+        the row until the transaction ends; SQLite's write transaction already excludes
+        every other writer."""
+        return " FOR UPDATE" if self.dialect == POSTGRESQL else ""
 
     def skip_locked(self, of: str = "") -> str:
         """What a leasing SELECT ends with: on PostgreSQL, rows another instance is leasing

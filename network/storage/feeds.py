@@ -1,15 +1,24 @@
-"""Feeds and their items: health records, dedupe and the outbox rows an item creates."""
+"""Feeds and their items: health records, feed leases, dedupe and the outbox rows an item
+creates.
+
+Due feeds are leased like outbox rows (`lease_feeds`): instances on one PostgreSQL poll a
+share each, and a poll's result commits only while the feed's lease token is still its
+own (`update_feed` and `store_items` with ``lease``), so a poll that outlived its lease
+cannot overwrite the one that took the feed over.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from feeds.schedule import KeyEntry
+from network.errors import LeaseLost
 from network.storage.base import Database, from_iso, now_iso
+from network.storage.dialect import POSTGRESQL
 from network.storage.records import FeedState, Item, ItemInput, StoredText, StoreResult, Target
 
 # Columns the poller may write through update_feed(); anything else is a bug.
@@ -34,6 +43,15 @@ _FEED_COLUMNS = frozenset(
 )
 
 
+# The feeds the poller polls: those the config file listed at the last start, and live
+# feeds that are not paused. (The file wins: a live feed that shares a file feed's id is
+# the file's, polled whatever its live record says, as the catalog has it.)
+_POLLED = (
+    "(feeds.in_config = 1 OR EXISTS (SELECT 1 FROM live_feeds live "
+    "WHERE live.id = feeds.id AND live.paused = 0))"
+)
+
+
 def _iso(value: datetime | None) -> str | None:
     return now_iso(value) if value is not None else None
 
@@ -45,15 +63,24 @@ def new_txn_id() -> str:
 
 class FeedStore(Database):
     async def sync_feeds(self, feeds: Sequence[tuple[str, str]]) -> None:
-        """Make sure every configured (id, url) has a row; a changed config URL resets it."""
+        """Make sure every configured (id, url) has a row; a changed config URL resets it.
+
+        ``feeds`` is the config file's whole list: only these are polled from now on (with
+        the live feeds), the rows of feeds taken out of the file stay, never leased again.
+        """
         async with self.transaction() as conn:
+            await conn.execute(
+                "UPDATE feeds SET in_config = 0 WHERE in_config = 1 "
+                "AND id NOT IN (SELECT value FROM json_each(?))",
+                (json.dumps([feed_id for feed_id, _ in feeds]),),
+            )
             for feed_id, url in feeds:
                 await conn.execute(
-                    "INSERT INTO feeds (id, config_url, url) VALUES (?, ?, ?) "
+                    "INSERT INTO feeds (id, config_url, url, in_config) VALUES (?, ?, ?, 1) "
                     "ON CONFLICT (id) DO UPDATE SET "
                     "url = CASE WHEN feeds.config_url = excluded.config_url "
                     "THEN feeds.url ELSE excluded.url END, "
-                    "config_url = excluded.config_url",
+                    "config_url = excluded.config_url, in_config = 1",
                     (feed_id, url, url),
                 )
 
@@ -65,7 +92,10 @@ class FeedStore(Database):
         row = await self.fetchone("SELECT * FROM feeds WHERE id = ?", (feed_id,))
         return FeedState.from_row(row) if row else None
 
-    async def update_feed(self, feed_id: str, **fields: Any) -> None:
+    async def update_feed(self, feed_id: str, *, lease: str | None = None, **fields: Any) -> None:
+        """Write what a poll learned. With ``lease`` (the token `lease_feeds` leased the feed
+        with) it ends the lease, and writes only while the token is still the feed's: else
+        it raises `LeaseLost` and changes nothing."""
         unknown = set(fields) - _FEED_COLUMNS
         if unknown:
             raise ValueError(f"unknown feed columns: {sorted(unknown)}")
@@ -74,7 +104,139 @@ class FeedStore(Database):
             for v in fields.values()
         ]
         sets = ", ".join(f"{k} = ?" for k in fields)
-        await self.execute(f"UPDATE feeds SET {sets} WHERE id = ?", (*values, feed_id))
+        if lease is None:
+            await self.execute(f"UPDATE feeds SET {sets} WHERE id = ?", (*values, feed_id))
+            return
+        # One statement: on PostgreSQL the row lock and its re-check of the token make the
+        # compare and the write one step against another instance's lease. The token stays
+        # (the last claim's): the cycle that polled the feed does not take it again.
+        changed = await self.execute(
+            f"UPDATE feeds SET {sets}{', ' if sets else ''}lease_until = NULL "
+            "WHERE id = ? AND lease_token = ?",
+            (*values, feed_id, lease),
+        )
+        if not changed:
+            raise LeaseLost(f"feed {feed_id}: its lease was taken over by another poll")
+
+    async def lease_feeds(
+        self,
+        now: datetime,
+        *,
+        token: str,
+        limit: int,
+        lease: timedelta,
+        any_time: bool = False,
+        ids: Sequence[str] | None = None,
+        skip: Collection[str] = (),
+    ) -> list[FeedState]:
+        """Lease up to ``limit`` due feeds until ``now + lease`` under ``token``; returns
+        their states, the longest waiting first.
+
+        Due: polled (`_POLLED`), not gone, its next check reached, not leased by a live
+        lease, and not already leased under ``token`` (a cycle, one token for all its
+        leases, takes each feed once). ``any_time`` ignores the next check and the status
+        (a poll by hand of every feed); ``ids`` takes only these feeds, polled or not;
+        ``skip`` leaves these out. On PostgreSQL, rows another instance is leasing or
+        committing right now are skipped, not waited for, so no feed is leased twice.
+        """
+        stamp = now_iso(now)
+        where = [
+            "(feeds.lease_until IS NULL OR feeds.lease_until <= ?)",
+            "(feeds.lease_token IS NULL OR feeds.lease_token <> ?)",
+        ]
+        params: list[object] = [stamp, token]
+        if not any_time:
+            where += [
+                "feeds.status <> 'gone'",
+                "(feeds.next_check IS NULL OR feeds.next_check <= ?)",
+            ]
+            params.append(stamp)
+        if ids is None:
+            where.append(_POLLED)
+        else:
+            where.append("feeds.id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(ids)))
+        if skip:
+            where.append("feeds.id NOT IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(sorted(skip)))
+        # Picked once (a CTE), then leased: the pick is what PostgreSQL locks and skips by.
+        sql = (
+            f"WITH picked AS (SELECT feeds.id FROM feeds WHERE {' AND '.join(where)} "
+            f"ORDER BY COALESCE(feeds.next_check, ''), feeds.id LIMIT ?{self.skip_locked()}) "
+            "UPDATE feeds SET lease_until = ?, lease_token = ? "
+            "WHERE id IN (SELECT id FROM picked) RETURNING *"
+        )
+        async with self.transaction() as conn:
+            async with conn.execute(sql, (*params, limit, now_iso(now + lease), token)) as cur:
+                rows = await cur.fetchall()
+        states = [FeedState.from_row(r) for r in rows]
+        states.sort(key=lambda s: (s.next_check is not None, s.next_check or now, s.id))
+        return states
+
+    async def release_feeds(self, token: str, ids: Sequence[str]) -> None:
+        """End the leases ``token`` holds on ``ids`` without a poll: other instances may
+        take them at once (the token stays, so the cycle that held them does not)."""
+        if ids:
+            await self.execute(
+                "UPDATE feeds SET lease_until = NULL WHERE lease_token = ? "
+                "AND id IN (SELECT value FROM json_each(?))",
+                (token, json.dumps(list(ids))),
+            )
+
+    async def release_feed_leases(self) -> int:
+        """Make due again the feeds leased by a process that died (SQLite, at the start of
+        `libhub run`: one service per file, so a lease still running is a dead one's; a
+        `feeds poll` running beside it keeps its token, and its poll still counts if the
+        service has not taken the feed since). On PostgreSQL nothing is released here: see
+        `release_feeds_of_silent`."""
+        if self.dialect == POSTGRESQL:
+            return 0
+        return await self.execute(
+            "UPDATE feeds SET lease_until = NULL WHERE lease_until IS NOT NULL"
+        )
+
+    async def release_feeds_of(self, claimant: str) -> int:
+        """End every lease ``claimant`` (an instance) holds: it stops cleanly, and the feeds
+        it was polling are due again at once (its tokens stay: nothing of it commits)."""
+        if not claimant:
+            return 0
+        return await self.execute(
+            "UPDATE feeds SET lease_until = NULL WHERE lease_until IS NOT NULL "
+            "AND substr(lease_token, 1, length(?) + 1) = ? || '/'",
+            (claimant, claimant),
+        )
+
+    async def release_feeds_of_silent(self, now: datetime, *, silent_since: datetime) -> int:
+        """Make due now the feeds leased by instances whose last heartbeat is older than
+        ``silent_since``, as `release_claims_of_silent` does for the outbox: a feed does not
+        wait for a dead instance's lease to run out. Should it come back, its token is no
+        longer the feed's once another instance leased it, and its result is dropped."""
+        return await self.execute(
+            "UPDATE feeds SET lease_until = NULL WHERE lease_until IS NOT NULL "
+            "AND lease_until > ? AND EXISTS (SELECT 1 FROM instances gone "
+            "WHERE gone.heartbeat_at < ? "
+            "AND substr(feeds.lease_token, 1, length(gone.id) + 1) = gone.id || '/')",
+            (now_iso(now), now_iso(silent_since)),
+        )
+
+    async def next_feed_check(
+        self, now: datetime, *, skip: Collection[str] = ()
+    ) -> datetime | None:
+        """When the next polled feed may be leased: its next check, or when a lease
+        another poll holds on it runs out, whichever is later (``now`` for a feed never
+        checked); None when no feed is polled. ``skip`` leaves these feeds out."""
+        stamp = now_iso(now)
+        sql = (
+            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > ? "
+            "AND (next_check IS NULL OR next_check < lease_until) THEN lease_until "
+            f"ELSE COALESCE(next_check, ?) END) FROM feeds WHERE status <> 'gone' AND {_POLLED}"
+        )
+        params: list[object] = [stamp, stamp]
+        if skip:
+            sql += " AND feeds.id NOT IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(sorted(skip)))
+        row = await self.fetchone(sql, params)
+        return from_iso(row[0]) if row and row[0] else None
 
     async def feed_health_counts(self) -> dict[str, int]:
         rows = await self.fetchall("SELECT status, COUNT(*) AS n FROM feeds GROUP BY status")
@@ -110,6 +272,7 @@ class FeedStore(Database):
         edit_window: timedelta,
         now: datetime,
         worth_an_edit: Callable[[StoredText, ItemInput], bool] | None = None,
+        lease: str | None = None,
     ) -> StoreResult:
         """Store one poll's items and queue their deliveries in the same transaction.
 
@@ -118,6 +281,10 @@ class FeedStore(Database):
         changed gets a new version and, for Matrix messages sent within ``edit_window``,
         an edit row, unless ``worth_an_edit(what was stored, item)`` says a reader would
         not notice the change. Nothing is queued twice: the outbox's unique key forbids it.
+
+        With ``lease`` (the poll's lease token) nothing is written unless the feed is still
+        leased under it: `LeaseLost` otherwise. The check is in this transaction, with the
+        feed's row locked on PostgreSQL until it commits.
         """
         new = updated = unchanged = queued = 0
         stamp = now_iso(now)
@@ -150,6 +317,13 @@ class FeedStore(Database):
             )
 
         async with self.transaction() as conn:
+            if lease is not None:
+                async with conn.execute(
+                    f"SELECT lease_token FROM feeds WHERE id = ?{self.for_update()}", (feed_id,)
+                ) as cur:
+                    row = await cur.fetchone()
+                if row is None or row["lease_token"] != lease:
+                    raise LeaseLost(f"feed {feed_id}: its lease was taken over by another poll")
 
             async def known_rows(keys: Sequence[str]) -> dict[str, Any]:
                 # A few statements per poll instead of one per item: each statement is a

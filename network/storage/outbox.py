@@ -9,7 +9,6 @@ sent only when the item has moved on since.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -131,7 +130,7 @@ class OutboxStore(Database):
                     "AS lanes WHERE lane_rank <= ? AND lane_no <= ? ORDER BY id LIMIT ?"
                 )
                 params = (stamp, *lane_params, per_target, max_targets, limit)
-        token = f"{self.claimant}/{uuid.uuid4().hex}" if self.claimant else uuid.uuid4().hex
+        token = self.new_lease_token()
         async with self.transaction() as conn:
             if shared:
                 # Claims take turns (the lane check above needs the last claim's leases),
