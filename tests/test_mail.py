@@ -21,7 +21,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from network.errors import ConfigError
 from network.mail.message import build_message
-from network.mail.pool import SendResult, SmtpSender
+from network.mail.pool import SendResult, SmtpSender, normalize_line_endings
 from network.settings.smtp import SmtpTarget, parse_smtp_url
 from tests.waiting import eventually
 
@@ -326,6 +326,46 @@ async def test_sequential_sends_reuse_one_connection_and_rotate(server: Server) 
     await sender.close()
     # 12 messages, 5 per connection: three sessions, never more than one at a time.
     assert server.controller.connections - before == 3 == sender.connections_opened
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"a\r\nb\r\n",  # what the email package writes: nothing to do
+        b"a\r\nb",  # no line ending at the end
+        b"a\nb\r\n",  # a lone LF
+        b"a\rb\r\n",  # a lone CR
+        b"a\r\r\nb\n\r\n",  # CR before CRLF, LF CR
+        b"\n\r",
+        b"",
+    ],
+)
+def test_line_endings_are_normalized_as_aiosmtplib_does(message: bytes) -> None:
+    import aiosmtplib.protocol
+    import aiosmtplib.smtp
+
+    # aiosmtplib's own function, kept by network.mail.pool, gives the same bytes.
+    from network.mail.pool import _normalize_line_endings
+
+    assert normalize_line_endings(message) == _normalize_line_endings(message)
+    # Both of aiosmtplib's callers use ours (the check after DATA, the SIZE option).
+    assert aiosmtplib.protocol.normalize_message_line_endings is normalize_line_endings
+    assert aiosmtplib.smtp.normalize_message_line_endings is normalize_line_endings  # type: ignore[attr-defined]
+
+
+async def test_bare_line_endings_arrive_as_crlf(server: Server) -> None:
+    import aiosmtplib
+
+    raw = make(to="bare@example.org").as_bytes(policy=email.policy.SMTP)
+    # A body with a lone LF and a lone CR, as a hand-made message might have.
+    mixed = raw.replace(b"Plain text body", b"Plain\ntext\rbody")
+    assert mixed != raw
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.target.port, start_tls=False)
+    async with smtp:
+        await smtp.sendmail("digest@libhub.example.org", ["bare@example.org"], mixed)
+    content = next(m[2] for m in server.recorder.messages if m[1] == ["bare@example.org"])
+    assert b"Plain\r\ntext\r\nbody" in content
+    assert content.count(b"\n") == content.count(b"\r\n") == content.count(b"\r")
 
 
 async def test_async_iterable_input(server: Server) -> None:
