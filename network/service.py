@@ -37,6 +37,7 @@ from network.errors import ServiceFailed, StartupFailed
 from network.feedadmin.manage import FeedAdmin
 from network.feedadmin.messages import HELP as FEED_HELP
 from network.feedadmin.room import FeedRoomCommands
+from network.heap import release_heap, settle_heap
 from network.leadership import Leadership
 from network.matrix.gateway import MatrixGateway
 from network.polling.poller import Poller
@@ -364,6 +365,7 @@ class Service:
         await self.start_web()
         await self.poller.prepare()
         await self.leadership.beat()  # on SQLite (or with no other instance) it leads now
+        settle_heap()  # start-up's objects are not walked by every full collection
         failed: list[str] = []
 
         def watch(task: asyncio.Task[Any]) -> None:
@@ -432,6 +434,7 @@ class Service:
             await self._web_runner.cleanup()
             self._web_runner = None
         await self._resources.aclose()
+        release_heap()
 
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
