@@ -44,7 +44,7 @@ public_url = "http://127.0.0.1:{port}"
     async def idle(*_args: Any, stop: asyncio.Event, **_kwargs: Any) -> None:
         await stop.wait()
 
-    service.matrix.sync_forever = idle  # type: ignore[method-assign]
+    service.matrix.sync_forever = idle  # type: ignore[method-assign,assignment]
     running = asyncio.create_task(service.run(stop))
     try:
         await asyncio.wait_for(service.started.wait(), 30)
