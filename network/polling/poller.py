@@ -238,19 +238,6 @@ class Poller:
     def interval(self, feed: FeedSettings) -> float:
         return (feed.interval or self.settings.polling.default_interval).total_seconds()
 
-    async def due_feeds(self, now: datetime) -> list[tuple[FeedSettings, FeedState]]:
-        """The polled feeds whose next check is due at ``now`` (by their schedule alone:
-        `poll_due` leases them, and skips those another instance holds)."""
-        states = {s.id: s for s in await self.storage.feed_states()}
-        due = []
-        for feed in self.polled_feeds():
-            state = states.get(feed.id)
-            if state is None or state.status == "gone":
-                continue
-            if state.next_check is None or state.next_check <= now:
-                due.append((feed, state))
-        return due
-
     async def poll_due(
         self, *, force: bool = False, progress: Callable[[PollOutcome], None] | None = None
     ) -> list[PollOutcome]:
